@@ -20,8 +20,9 @@ SPLITS = ("train", "val", "test")
 class Record:
     """One image.
 
-    ``source`` is a file path; for container formats (npz, HDF5) ``key`` is
-    the index of the image inside it. ``label`` is a class *name*.
+    ``source`` is a file path; for container formats (npz, HDF5) ``member``
+    names the array inside it and ``key`` is the image's index in that array.
+    ``label`` is a class *name*.
     """
 
     source: str
@@ -30,10 +31,13 @@ class Record:
     split: str
     format: str
     key: int | None = None
+    member: str | None = None
 
     @property
     def uid(self) -> str:
-        return self.source if self.key is None else f"{self.source}#{self.key}"
+        if self.key is None:
+            return self.source
+        return f"{self.source}#{self.member}[{self.key}]" if self.member else f"{self.source}#{self.key}"
 
 
 @dataclass

@@ -1,0 +1,87 @@
+"""Decoded-tensor cache: one memory-mapped uint8 array per data set and size.
+
+Decoding PNGs every epoch costs far more than the training step on small
+images, so each (records, size, channels) combination is decoded once into
+``<cache>/<key>.u8``. The key hashes every record's identity with its file's
+size and modification time, so editing, adding or removing a file makes a new
+key: a stale cache is never read.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from oncosynth.data.decode import decode_record, to_tensor
+from oncosynth.data.records import Dataset
+from oncosynth.errors import DataError
+from oncosynth.io import atomic_write, write_json
+from oncosynth.runtime import hash_strings
+
+CACHE_VERSION = "1"
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("ONCOSYNTH_CACHE", Path.home() / ".cache" / "oncosynth"))
+
+
+def _file_stamp(path: str) -> str:
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return "missing"
+    return f"{stat.st_size}:{stat.st_mtime_ns}"
+
+
+def cache_key(dataset: Dataset, size: int | None, channels: int | None) -> str:
+    stamps = {source: _file_stamp(source) for source in {r.source for r in dataset.records}}
+    items = [CACHE_VERSION, str(size), str(channels)]
+    items += [f"{r.uid}|{stamps[r.source]}" for r in dataset.records]
+    return hash_strings(items)
+
+
+def cached_tensors(dataset: Dataset, size: int | None = None, channels: int | None = None,
+                   cache_dir: str | Path | None = None, progress: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """(uint8 N×C×H×W images, int64 labels) for the data set, from the cache when valid.
+
+    Without ``size`` all images must share one size; without ``channels`` the
+    first image decides. Divide by 255 for floats in [0, 1].
+    """
+    if len(dataset) == 0:
+        raise ValueError("cannot cache an empty data set")
+    folder = Path(cache_dir) if cache_dir else default_cache_dir()
+    key = cache_key(dataset, size, channels)
+    data_path, meta_path = folder / f"{key}.u8", folder / f"{key}.json"
+    labels = torch.from_numpy(dataset.labels)
+    if not (meta_path.is_file() and data_path.is_file()):
+        _build(dataset, size, channels, data_path, meta_path, progress)
+    shape = tuple(json.loads(meta_path.read_text())["shape"])
+    array = np.memmap(data_path, dtype=np.uint8, mode="c", shape=shape)  # copy-on-write: safe to hand out
+    return torch.from_numpy(array), labels
+
+
+def _build(dataset: Dataset, size: int | None, channels: int | None, data_path: Path, meta_path: Path,
+           progress: bool) -> None:
+    first = to_tensor(decode_record(dataset.records[0]), size=size, channels=channels)
+    channels = channels or first.shape[0]
+    shape = (len(dataset), channels, first.shape[1], first.shape[2])
+    data_path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_write(data_path) as handle:
+        handle.truncate(int(np.prod(shape)))
+        array = np.memmap(handle, dtype=np.uint8, mode="r+", shape=shape)
+        records = tqdm(dataset.records, desc=f"caching {Path(dataset.root).name or 'images'}",
+                       disable=not progress, leave=False)
+        for i, record in enumerate(records):
+            tensor = to_tensor(decode_record(record), size=size, channels=channels)
+            if tensor.shape != shape[1:]:
+                raise DataError(record.uid, f"mixed image sizes: {tuple(tensor.shape[1:])} here, "
+                                f"{shape[2:]} in {dataset.records[0].uid}; pass a size to resample")
+            array[i] = (tensor * 255.0).round().to(torch.uint8).numpy()
+        array.flush()
+        del array
+    write_json(meta_path, {"shape": list(shape), "root": dataset.root, "n": len(dataset)})

@@ -1,0 +1,462 @@
+"""A procedural mammography-mass phantom: labelled, patient-grouped, reproducible.
+
+It stands in for real mass patches (CBIS-DDSM style) wherever no real data is at
+hand: the demo, tests of other modules, quick experiments. Each image is built
+in "attenuation" space and then mapped to display grey levels:
+
+    image = tissue background + mass (+ spicules) (+ microcalcifications) + noise
+
+- The tissue background is Gaussian noise with a power-law spectrum
+  P(f) ~ 1/f^beta, beta about 3, the measured statistics of mammographic
+  anatomical noise (Burgess et al. 2001), made anisotropic so that it shows the
+  oriented fibro-glandular strands seen in real patches. Breast density sets
+  the mean level and how strongly the texture masks a mass.
+- Benign masses are circumscribed: round or oval, sharp smooth margins.
+- Malignant masses are irregular: ill-defined lobulated margins with thin
+  spicules radiating outward, sometimes a cluster of microcalcifications.
+
+Class separation is not hard-coded: every lesion draws a latent
+``irregularity`` in [0, 1] from a class-dependent distribution, and margin
+sharpness, boundary roughness and spiculation all follow from it. The
+``difficulty`` preset sets how much the two classes' irregularity and size
+distributions overlap, the lesion contrast and the noise level.
+
+Patients have 1-3 images (same lesion and similar tissue, different views) and
+the train/val/test split is assigned per patient, stratified by class.
+Everything is a pure function of the config: the same seed gives byte-identical
+files.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from oncosynth.errors import ConfigError
+
+SPLIT_NAMES = ("train", "val", "test")
+PARTIAL_MARKER = "phantom-partial.json"
+
+
+# ------------------------------------------------------------------ config ----
+@dataclass(frozen=True)
+class Difficulty:
+    """How far apart the classes are. Units: ``contrast`` is the mass peak in
+    attenuation units (the tissue texture has std about 0.05-0.10 depending on
+    density); sizes are radii as a fraction of the image side."""
+
+    contrast: float            # mean mass peak amplitude
+    irregularity_gap: float    # distance between the class means of the latent irregularity
+    irregularity_spread: float # per-class std of the irregularity
+    benign_radius: float       # mean radius, benign
+    malignant_radius: float    # mean radius, malignant
+    radius_spread: float       # per-class std of the radius
+    noise: float               # std of the white (quantum) noise, display units
+    calcification_prob: float  # chance a malignant lesion carries a microcalcification cluster
+
+
+DIFFICULTIES: dict[str, Difficulty] = {
+    "easy": Difficulty(contrast=0.20, irregularity_gap=0.60, irregularity_spread=0.12,
+                       benign_radius=0.12, malignant_radius=0.17, radius_spread=0.025,
+                       noise=0.008, calcification_prob=0.6),
+    "medium": Difficulty(contrast=0.15, irregularity_gap=0.36, irregularity_spread=0.17,
+                         benign_radius=0.13, malignant_radius=0.155, radius_spread=0.03,
+                         noise=0.015, calcification_prob=0.35),
+    "hard": Difficulty(contrast=0.11, irregularity_gap=0.20, irregularity_spread=0.20,
+                       benign_radius=0.14, malignant_radius=0.15, radius_spread=0.035,
+                       noise=0.025, calcification_prob=0.2),
+}
+
+
+@dataclass(frozen=True)
+class PhantomConfig:
+    n: int = 400                          # number of images (not patients)
+    malignant_fraction: float = 0.5       # share of images with a malignant mass
+    healthy_fraction: float = 0.0         # share of lesion-free images (class "healthy")
+    size: int = 64                        # image side in pixels
+    difficulty: str = "medium"            # easy | medium | hard
+    seed: int = 0
+    calcifications: bool = True           # allow microcalcification clusters on malignant masses
+    split: tuple[float, float, float] = (0.7, 0.15, 0.15)  # train, val, test share (patient level)
+    images_per_patient: tuple[int, int] = (1, 3)           # inclusive range
+
+    def __post_init__(self) -> None:
+        # Tuples may arrive as lists (from JSON); store them as tuples so that equality works.
+        object.__setattr__(self, "split", tuple(float(s) for s in self.split))
+        object.__setattr__(self, "images_per_patient", tuple(int(k) for k in self.images_per_patient))
+        if not isinstance(self.n, (int, np.integer)) or self.n < 1:
+            raise ConfigError(f"phantom n must be a positive integer, got {self.n!r}")
+        for name in ("malignant_fraction", "healthy_fraction"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ConfigError(f"phantom {name} must lie in [0, 1], got {value}")
+        if self.malignant_fraction + self.healthy_fraction > 1.0 + 1e-9:
+            raise ConfigError(f"phantom malignant_fraction + healthy_fraction must be at most 1, got "
+                              f"{self.malignant_fraction} + {self.healthy_fraction}")
+        if not 32 <= self.size <= 1024:
+            raise ConfigError(f"phantom size must be between 32 and 1024 pixels, got {self.size}")
+        if self.difficulty not in DIFFICULTIES:
+            raise ConfigError(f"unknown phantom difficulty '{self.difficulty}'; choose one of {sorted(DIFFICULTIES)}")
+        if len(self.split) != 3 or min(self.split) < 0 or self.split[0] <= 0 or abs(sum(self.split) - 1) > 1e-6:
+            raise ConfigError(f"phantom split must be three non-negative shares (train > 0) summing to 1, "
+                              f"got {self.split}")
+        lo_hi = self.images_per_patient
+        if len(lo_hi) != 2 or not 1 <= lo_hi[0] <= lo_hi[1]:
+            raise ConfigError(f"phantom images_per_patient must be a range (lo, hi) with 1 <= lo <= hi, got {lo_hi}")
+
+    @property
+    def classes(self) -> list[str]:
+        return ["benign", "malignant"] + (["healthy"] if self.healthy_fraction > 0 else [])
+
+    def to_dict(self) -> dict:
+        """JSON-shaped (tuples as lists) so it compares equal to a manifest read back."""
+        return json.loads(json.dumps(asdict(self)))
+
+
+# -------------------------------------------------------------- background ----
+def power_law_noise(rng: np.random.Generator, size: int, beta: float = 3.0,
+                    orientation: float = 0.0, anisotropy: float = 0.0) -> np.ndarray:
+    """Zero-mean, unit-std Gaussian field with power spectrum ~ 1/f^beta.
+
+    ``anisotropy`` (0 = isotropic) concentrates power at spatial frequencies
+    perpendicular to ``orientation`` (radians), which draws streaks along it.
+    The angular weight does not depend on |f|, so the radial slope stays -beta.
+    """
+    fy = np.fft.fftfreq(size)[:, None]
+    fx = np.fft.rfftfreq(size)[None, :]
+    f = np.sqrt(fx**2 + fy**2)
+    f[0, 0] = 1.0  # the DC term is removed below; avoid dividing by zero
+    amplitude = f ** (-beta / 2)
+    if anisotropy > 0:
+        theta = np.arctan2(fy, fx)
+        # streaks along `orientation` = energy at frequencies at orientation + 90 deg
+        amplitude = amplitude * np.exp(0.5 * anisotropy * np.cos(2 * (theta - orientation - np.pi / 2)))
+    amplitude[0, 0] = 0.0
+    spectrum = amplitude * (rng.standard_normal(amplitude.shape) + 1j * rng.standard_normal(amplitude.shape))
+    field = np.fft.irfft2(spectrum, s=(size, size))
+    return field / field.std()
+
+
+def tissue_background(rng: np.random.Generator, size: int, density: float, beta: float = 3.0,
+                      orientation: float = 0.0, anisotropy: float = 0.0) -> np.ndarray:
+    """Fibro-glandular tissue in attenuation units: brighter and more textured when dense.
+
+    A linear map of ``power_law_noise``, so its spectrum keeps the 1/f^beta slope.
+    """
+    level = 0.38 + 0.26 * density
+    texture = 0.05 + 0.04 * density
+    return level + texture * power_law_noise(rng, size, beta, orientation, anisotropy)
+
+
+def strands(rng: np.random.Generator, size: int, orientation: float, count: int, width: float) -> np.ndarray:
+    """Thin, gently curved bright fibres (ligaments, ducts, vessels) mostly along ``orientation``.
+
+    Each strand is a parabola in a frame rotated to its own direction, drawn as a
+    Gaussian ridge whose brightness swells and fades along its length.
+    """
+    if count == 0:
+        return np.zeros((size, size))
+    y, x = _grid(size)
+    angle = (orientation + rng.normal(0, 0.35, count))[:, None, None]
+    offset = rng.uniform(-0.5, 0.5, count)[:, None, None] * size
+    bend = rng.normal(0, 1.5, count)[:, None, None] / size
+    along = x[None] * np.cos(angle) + y[None] * np.sin(angle)
+    across = -x[None] * np.sin(angle) + y[None] * np.cos(angle)
+    distance = (across - offset - bend * along**2) / np.sqrt(1 + (2 * bend * along) ** 2)
+    centre = rng.uniform(-0.4, 0.4, count)[:, None, None] * size
+    extent = rng.uniform(0.25, 0.8, count)[:, None, None] * size
+    envelope = np.exp(-0.5 * ((along - centre) / extent) ** 2)
+    widths = width * rng.uniform(0.7, 1.8, count)[:, None, None]
+    brightness = rng.uniform(0.4, 1.0, count)[:, None, None]
+    return (brightness * envelope * np.exp(-0.5 * (distance / widths) ** 2)).sum(0)
+
+
+def breast_edge(size: int, angle: float, offset: float, width: float) -> np.ndarray:
+    """Weight in [0, 1] that is ~1 inside the breast and falls to 0 past a skin line.
+
+    The skin line is a straight boundary whose normal points along ``angle``
+    at distance ``offset`` (fraction of the side) from the centre; a few real
+    patches taken near the edge show this dark corner.
+    """
+    y, x = _grid(size)
+    along = (x * np.cos(angle) + y * np.sin(angle)) / size
+    return 1.0 / (1.0 + np.exp((along - offset) / width))
+
+
+# ------------------------------------------------------------------ lesions ----
+def _grid(size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pixel coordinates relative to the image centre."""
+    coords = np.arange(size, dtype=np.float64) - (size - 1) / 2
+    return coords[:, None], coords[None, :]
+
+
+def mass(size: int, centre: tuple[float, float], radius: float, elongation: float, angle: float,
+         irregularity: float, harmonics: np.ndarray, texture: np.ndarray) -> np.ndarray:
+    """Mass density map in [0, ~1]: a dome-shaped blob whose margin follows ``irregularity``.
+
+    Low irregularity: an oval with a sharp, smooth margin (circumscribed).
+    High irregularity: a lobulated, ragged outline with a wide, ill-defined margin.
+    ``harmonics`` is K×2 (amplitude, phase) for boundary frequencies 2..K+1;
+    ``texture`` is a unit-std field that makes the interior uneven.
+    """
+    y, x = _grid(size)
+    dy, dx = y - centre[0], x - centre[1]
+    r = np.sqrt(dx**2 + dy**2)
+    theta = np.arctan2(dy, dx)
+    # Oval: radius of an ellipse with axis ratio (1 + e) : 1, rotated by `angle`.
+    c, s = np.cos(theta - angle), np.sin(theta - angle)
+    oval = radius / np.sqrt((c / (1 + elongation)) ** 2 + s**2) * np.sqrt(1 + elongation)
+    # Boundary roughness: low orders lobulate every mass a little, higher orders only irregular ones.
+    orders = np.arange(2, 2 + len(harmonics))[:, None, None]
+    weight = np.where(orders <= 3, 0.5 + irregularity, irregularity * 2.2)
+    wobble = (weight * harmonics[:, 0, None, None] * np.cos(orders * theta + harmonics[:, 1, None, None])).sum(0)
+    boundary = oval * (1 + wobble)
+    margin = radius * (0.04 + 0.40 * irregularity**1.5)
+    inside = 1.0 / (1.0 + np.exp(-(boundary - r) / margin))
+    dome = 0.65 + 0.35 * np.clip(1 - (r / boundary) ** 2, 0, 1)
+    return inside * dome * (1 + 0.12 * texture)
+
+
+def spicules(size: int, centre: tuple[float, float], radius: float, angles: np.ndarray,
+             lengths: np.ndarray, width: float) -> np.ndarray:
+    """Thin bright lines radiating from a mass: sum of tapered rays, one per angle."""
+    if len(angles) == 0:
+        return np.zeros((size, size))
+    y, x = _grid(size)
+    dy, dx = (y - centre[0])[None], (x - centre[1])[None]
+    cos, sin = np.cos(angles)[:, None, None], np.sin(angles)[:, None, None]
+    along = dx * cos + dy * sin             # distance along the ray
+    across = -dx * sin + dy * cos           # distance from the ray's line
+    end = radius + lengths[:, None, None]
+    # Rays start inside the mass and fade linearly towards their tip.
+    taper = np.clip((end - along) / (end - 0.5 * radius), 0, 1) * (along > 0.5 * radius)
+    return (np.exp(-0.5 * (across / width) ** 2) * taper).sum(0)
+
+
+def calcifications(rng: np.random.Generator, size: int, centre: tuple[float, float], spread: float,
+                   count: int) -> np.ndarray:
+    """A cluster of tiny bright specks (microcalcifications) around ``centre``."""
+    y, x = _grid(size)
+    points = np.asarray(centre) + rng.normal(0, spread, size=(count, 2))
+    sigma = max(0.5, size / 160)  # sub-pixel at 64 px, about 1 px at 160 px
+    dist2 = (y[None] - points[:, 0, None, None]) ** 2 + (x[None] - points[:, 1, None, None]) ** 2
+    brightness = rng.uniform(0.6, 1.0, size=count)[:, None, None]
+    return (brightness * np.exp(-0.5 * dist2 / sigma**2)).sum(0)
+
+
+# ----------------------------------------------------------------- patients ----
+def _patient_traits(rng: np.random.Generator, label: str, config: PhantomConfig) -> dict:
+    """What stays the same across one patient's images: tissue and lesion."""
+    level = DIFFICULTIES[config.difficulty]
+    traits = {
+        "density": rng.beta(2.0, 2.0),
+        "beta": rng.uniform(2.9, 3.3),
+        "orientation": rng.uniform(0, np.pi),
+        "anisotropy": rng.uniform(0.3, 1.8),
+        "strands": rng.uniform(3, 14),
+        "edge": rng.random() < 0.12,
+        "edge_angle": rng.uniform(0, 2 * np.pi),
+        "edge_offset": rng.uniform(0.15, 0.4),
+    }
+    if label == "healthy":
+        return traits
+    sign = 1.0 if label == "malignant" else -1.0
+    irregularity = np.clip(rng.normal(0.5 + sign * level.irregularity_gap / 2, level.irregularity_spread), 0, 1)
+    mean_radius = level.malignant_radius if label == "malignant" else level.benign_radius
+    radius = np.clip(rng.normal(mean_radius, level.radius_spread), 0.06, 0.3)
+    n_spicules = int(round(irregularity**2 * rng.uniform(6, 16))) if irregularity > 0.4 else 0
+    traits.update(
+        irregularity=irregularity,
+        radius=radius,
+        elongation=rng.uniform(0.0, 0.5),
+        harmonics=np.stack([rng.uniform(0, 0.09, 8) / np.arange(1, 9) ** 0.6,
+                            rng.uniform(0, 2 * np.pi, 8)], axis=1),
+        contrast=level.contrast * rng.uniform(0.7, 1.3),
+        spicule_angles=rng.uniform(0, 2 * np.pi, n_spicules),
+        spicule_lengths=rng.uniform(0.5, 1.6, n_spicules),
+        calcified=(label == "malignant" and config.calcifications and rng.random() < level.calcification_prob),
+        calc_count=int(rng.integers(4, 11)),
+    )
+    return traits
+
+
+def render_view(rng: np.random.Generator, traits: dict, size: int, noise: float) -> np.ndarray:
+    """One image (size×size float in [0, 1]) of a patient: a fresh view of the same tissue and lesion."""
+    view_turn = rng.normal(0, 0.35)  # a different projection rotates and squashes the anatomy a little
+    image = tissue_background(rng, size, traits["density"], traits["beta"],
+                              traits["orientation"] + view_turn, traits["anisotropy"])
+    n_strands = int(rng.poisson(traits["strands"]))
+    image = image + 0.045 * strands(rng, size, traits["orientation"] + view_turn, n_strands, max(0.5, size / 110))
+    if "irregularity" in traits:
+        centre = tuple(rng.normal(0, size * 0.05, 2))
+        radius = traits["radius"] * size * rng.uniform(0.9, 1.1)
+        angle = rng.uniform(0, np.pi)
+        u = traits["irregularity"]
+        body = mass(size, centre, radius, traits["elongation"] * rng.uniform(0.6, 1.2), angle, u,
+                    traits["harmonics"], power_law_noise(rng, size, 2.0))
+        rays = spicules(size, centre, radius, traits["spicule_angles"] + view_turn,
+                        traits["spicule_lengths"] * radius * rng.uniform(0.8, 1.2, len(traits["spicule_angles"])),
+                        width=max(0.45, size / 110))
+        image = image + traits["contrast"] * (body + (0.35 + 0.3 * u) * rays)
+        if traits["calcified"]:
+            image = image + 0.25 * calcifications(rng, size, centre, radius * 0.4, traits["calc_count"])
+    if traits["edge"]:
+        inside = breast_edge(size, traits["edge_angle"] + view_turn, traits["edge_offset"], 0.04)
+        image = image * (0.25 + 0.75 * inside)
+    image = image + rng.normal(0, noise, (size, size))
+    return np.clip(image, 0.0, 1.0)
+
+
+def _plan(config: PhantomConfig) -> list[dict]:
+    """Patients with class, image count and split; exact image counts per class.
+
+    Image counts per class are round(n * fraction) (benign takes the rest).
+    Splits are assigned per patient within each class, greedily to the split
+    furthest below its share, so they are stratified and patient-level.
+    """
+    rng = np.random.default_rng([config.seed, 1])
+    n_malignant = int(round(config.n * config.malignant_fraction))
+    n_healthy = int(round(config.n * config.healthy_fraction))
+    counts = {"benign": config.n - n_malignant - n_healthy, "malignant": n_malignant, "healthy": n_healthy}
+    lo, hi = config.images_per_patient
+    patients = []
+    for label in ("benign", "malignant", "healthy"):
+        left, group = counts[label], []
+        while left > 0:
+            k = min(left, int(rng.integers(lo, hi + 1)))
+            group.append({"label": label, "images": k})
+            left -= k
+        target = np.asarray(config.split) * counts[label]
+        have = np.zeros(3)
+        for patient in rng.permutation(len(group)):
+            choice = int(np.argmax(target - have))
+            group[patient]["split"] = SPLIT_NAMES[choice]
+            have[choice] += group[patient]["images"]
+        patients.extend(group)
+    # Number patients in a shuffled order so that the id says nothing about the class.
+    order = rng.permutation(len(patients))
+    width = max(4, len(str(len(patients))))
+    planned = [dict(patients[i], patient=f"p{number:0{width}d}") for number, i in enumerate(order)]
+    return planned
+
+
+def _generate(config: PhantomConfig, progress: bool = False):
+    """Yield (image HxW uint8, label, patient, split, view index), patient by patient."""
+    level = DIFFICULTIES[config.difficulty]
+    plan = _plan(config)
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=config.n, desc="phantom", unit="img", disable=config.n < 500)
+    for number, patient in enumerate(plan):
+        # One stream per patient: a patient's images do not depend on any other patient's.
+        rng = np.random.default_rng([config.seed, 2, number])
+        traits = _patient_traits(rng, patient["label"], config)
+        for k in range(patient["images"]):
+            image = render_view(rng, traits, config.size, level.noise)
+            yield (np.round(image * 255).astype(np.uint8), patient["label"], patient["patient"],
+                   patient["split"], k)
+            if bar is not None:
+                bar.update(1)
+    if bar is not None:
+        bar.close()
+
+
+# ------------------------------------------------------------------ public ----
+def make_phantom(config: PhantomConfig) -> tuple[np.ndarray, list[str], list[str], list[str]]:
+    """Generate in memory: (images N×1×S×S float32 in [0, 1], labels, patients, splits).
+
+    Pixels are quantised to 8 bits, exactly as ``write_phantom`` stores them.
+    """
+    images, labels, patients, splits = [], [], [], []
+    for pixels, label, patient, split, _ in _generate(config):
+        images.append(pixels)
+        labels.append(label)
+        patients.append(patient)
+        splits.append(split)
+    array = np.stack(images)[:, None].astype(np.float32) / 255.0
+    return array, labels, patients, splits
+
+
+def write_phantom(out: str | Path, config: PhantomConfig) -> Path:
+    """Write the phantom as ``out/{train,val,test}/<class>/p<patient>_i<k>.png``.
+
+    Also writes ``out/patients.csv`` (file,patient) and ``out/manifest.json``.
+    The set is built in a hidden sibling folder and renamed into place, so
+    ``out`` is either complete or absent. An existing phantom with the same
+    config is returned as it is; any other non-empty folder is refused.
+    """
+    from oncosynth.runtime import hash_strings, make_manifest
+
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        if _same_phantom(out, config):
+            return out
+        raise ConfigError(f"{out} exists and is not an empty folder or a phantom with this exact config; "
+                          f"choose another output folder or remove it")
+    partial = out.parent / f".{out.name}.partial"
+    if partial.exists():
+        if not (partial / PARTIAL_MARKER).is_file():
+            raise ConfigError(f"{partial} exists and was not left by an interrupted phantom run; remove it")
+        shutil.rmtree(partial)  # our own leftover from an interrupted run
+    partial.mkdir(parents=True)
+    _write_json(partial / PARTIAL_MARKER, config.to_dict())
+
+    import torch
+
+    from oncosynth.io import save_image
+
+    rows, counts = [], {}
+    for pixels, label, patient, split, k in _generate(config, progress=True):
+        relative = f"{split}/{label}/{patient}_i{k}.png"
+        (partial / split / label).mkdir(parents=True, exist_ok=True)
+        save_image(torch.from_numpy(pixels)[None].float() / 255.0, partial / relative)
+        rows.append((relative, patient))
+        counts.setdefault(split, {}).setdefault(label, 0)
+        counts[split][label] += 1
+
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["file", "patient"])
+    writer.writerows(rows)
+    (partial / "patients.csv").write_text(buffer.getvalue())
+    manifest = make_manifest("phantom", config.to_dict(), seed=config.seed,
+                             data_hash=hash_strings(f"{f},{p}" for f, p in rows),
+                             classes=config.classes, counts=counts, images=len(rows),
+                             patients=len({p for _, p in rows}))
+    _write_json(partial / "manifest.json", manifest)
+    (partial / PARTIAL_MARKER).unlink()
+    if out.exists():
+        out.rmdir()  # empty (checked above)
+    os.replace(partial, out)
+    return out
+
+
+def _same_phantom(folder: Path, config: PhantomConfig) -> bool:
+    """True when ``folder`` holds a complete phantom written with exactly ``config``."""
+    try:
+        manifest = json.loads((folder / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return False
+    if manifest.get("kind") != "phantom" or manifest.get("config") != config.to_dict():
+        return False
+    try:
+        with open(folder / "patients.csv", newline="") as handle:
+            files = [row["file"] for row in csv.DictReader(handle)]
+    except (OSError, KeyError, csv.Error):
+        return False
+    return len(files) == config.n and all((folder / f).is_file() for f in files)
+
+
+def _write_json(path: Path, obj: dict) -> None:
+    from oncosynth.io import write_json
+
+    write_json(path, obj)
