@@ -12,6 +12,14 @@ SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _isolated_tensor_cache(tmp_path_factory) -> None:
+    """Keep the decoded-tensor cache of the test run out of the user's home."""
+    import os
+
+    os.environ["ONCOSYNTH_CACHE"] = str(tmp_path_factory.mktemp("tensor-cache"))
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
