@@ -43,6 +43,9 @@ from oncosynth.errors import ConfigError
 
 SPLIT_NAMES = ("train", "val", "test")
 PARTIAL_MARKER = "phantom-partial.json"
+# Unsharpness of the imaging chain in pixels: real CBIS-DDSM patches carry about half the
+# pixel-to-pixel variation that the unblurred phantom has, at 64 and at 128 px alike.
+SYSTEM_BLUR = 0.7
 
 
 # ------------------------------------------------------------------ config ----
@@ -63,15 +66,15 @@ class Difficulty:
 
 
 DIFFICULTIES: dict[str, Difficulty] = {
-    "easy": Difficulty(contrast=0.20, irregularity_gap=0.60, irregularity_spread=0.12,
-                       benign_radius=0.12, malignant_radius=0.17, radius_spread=0.025,
-                       noise=0.008, calcification_prob=0.6),
-    "medium": Difficulty(contrast=0.15, irregularity_gap=0.36, irregularity_spread=0.17,
-                         benign_radius=0.13, malignant_radius=0.155, radius_spread=0.03,
-                         noise=0.015, calcification_prob=0.35),
-    "hard": Difficulty(contrast=0.11, irregularity_gap=0.20, irregularity_spread=0.20,
-                       benign_radius=0.14, malignant_radius=0.15, radius_spread=0.035,
-                       noise=0.025, calcification_prob=0.2),
+    "easy": Difficulty(contrast=0.25, irregularity_gap=0.75, irregularity_spread=0.10,
+                       benign_radius=0.17, malignant_radius=0.27, radius_spread=0.04,
+                       noise=0.003, calcification_prob=0.6),
+    "medium": Difficulty(contrast=0.20, irregularity_gap=0.60, irregularity_spread=0.14,
+                         benign_radius=0.20, malignant_radius=0.25, radius_spread=0.045,
+                         noise=0.005, calcification_prob=0.4),
+    "hard": Difficulty(contrast=0.15, irregularity_gap=0.38, irregularity_spread=0.17,
+                       benign_radius=0.21, malignant_radius=0.24, radius_spread=0.05,
+                       noise=0.008, calcification_prob=0.25),
 }
 
 
@@ -150,8 +153,8 @@ def tissue_background(rng: np.random.Generator, size: int, density: float, beta:
 
     A linear map of ``power_law_noise``, so its spectrum keeps the 1/f^beta slope.
     """
-    level = 0.38 + 0.26 * density
-    texture = 0.05 + 0.04 * density
+    level = 0.24 + 0.52 * density
+    texture = 0.04 + 0.035 * density
     return level + texture * power_law_noise(rng, size, beta, orientation, anisotropy)
 
 
@@ -166,7 +169,7 @@ def strands(rng: np.random.Generator, size: int, orientation: float, count: int,
     y, x = _grid(size)
     angle = (orientation + rng.normal(0, 0.35, count))[:, None, None]
     offset = rng.uniform(-0.5, 0.5, count)[:, None, None] * size
-    bend = rng.normal(0, 1.5, count)[:, None, None] / size
+    bend = rng.normal(0, 0.6, count)[:, None, None] / size
     along = x[None] * np.cos(angle) + y[None] * np.sin(angle)
     across = -x[None] * np.sin(angle) + y[None] * np.cos(angle)
     distance = (across - offset - bend * along**2) / np.sqrt(1 + (2 * bend * along) ** 2)
@@ -188,6 +191,17 @@ def breast_edge(size: int, angle: float, offset: float, width: float) -> np.ndar
     y, x = _grid(size)
     along = (x * np.cos(angle) + y * np.sin(angle)) / size
     return 1.0 / (1.0 + np.exp((along - offset) / width))
+
+
+def gaussian_blur(image: np.ndarray, sigma: float) -> np.ndarray:
+    """Gaussian blur by ``sigma`` pixels, via the FFT: the imaging chain's unsharpness."""
+    pad = int(np.ceil(3 * sigma))  # mirror the borders so the blur does not wrap around
+    padded = np.pad(image, pad, mode="reflect")
+    fy = np.fft.fftfreq(padded.shape[0])[:, None]
+    fx = np.fft.rfftfreq(padded.shape[1])[None, :]
+    transfer = np.exp(-2 * (np.pi * sigma) ** 2 * (fx**2 + fy**2))
+    blurred = np.fft.irfft2(np.fft.rfft2(padded) * transfer, s=padded.shape)
+    return blurred[pad:-pad, pad:-pad] if pad else blurred
 
 
 # ------------------------------------------------------------------ lesions ----
@@ -218,14 +232,14 @@ def mass(size: int, centre: tuple[float, float], radius: float, elongation: floa
     weight = np.where(orders <= 3, 0.5 + irregularity, irregularity * 2.2)
     wobble = (weight * harmonics[:, 0, None, None] * np.cos(orders * theta + harmonics[:, 1, None, None])).sum(0)
     boundary = oval * (1 + wobble)
-    margin = radius * (0.04 + 0.40 * irregularity**1.5)
+    margin = radius * (0.09 + 0.33 * irregularity**1.5)
     inside = 1.0 / (1.0 + np.exp(-(boundary - r) / margin))
-    dome = 0.65 + 0.35 * np.clip(1 - (r / boundary) ** 2, 0, 1)
+    dome = 0.55 + 0.45 * np.clip(1 - (r / boundary) ** 2, 0, 1) ** 0.7
     return inside * dome * (1 + 0.12 * texture)
 
 
 def spicules(size: int, centre: tuple[float, float], radius: float, angles: np.ndarray,
-             lengths: np.ndarray, width: float) -> np.ndarray:
+             lengths: np.ndarray, brightness: np.ndarray, width: float) -> np.ndarray:
     """Thin bright lines radiating from a mass: sum of tapered rays, one per angle."""
     if len(angles) == 0:
         return np.zeros((size, size))
@@ -235,9 +249,11 @@ def spicules(size: int, centre: tuple[float, float], radius: float, angles: np.n
     along = dx * cos + dy * sin             # distance along the ray
     across = -dx * sin + dy * cos           # distance from the ray's line
     end = radius + lengths[:, None, None]
-    # Rays start inside the mass and fade linearly towards their tip.
-    taper = np.clip((end - along) / (end - 0.5 * radius), 0, 1) * (along > 0.5 * radius)
-    return (np.exp(-0.5 * (across / width) ** 2) * taper).sum(0)
+    # Rays emerge from inside the mass, peak near its margin and fade towards their tip.
+    fade_in = np.clip((along - 0.4 * radius) / (0.6 * radius), 0, 1)
+    fade_out = np.clip((end - along) / (end - radius), 0, 1)
+    taper = fade_in * fade_out
+    return (brightness[:, None, None] * np.exp(-0.5 * (across / width) ** 2) * taper).sum(0)
 
 
 def calcifications(rng: np.random.Generator, size: int, centre: tuple[float, float], spread: float,
@@ -257,21 +273,21 @@ def _patient_traits(rng: np.random.Generator, label: str, config: PhantomConfig)
     level = DIFFICULTIES[config.difficulty]
     traits = {
         "density": rng.beta(2.0, 2.0),
-        "beta": rng.uniform(2.9, 3.3),
+        "beta": rng.uniform(3.0, 3.5),
         "orientation": rng.uniform(0, np.pi),
         "anisotropy": rng.uniform(0.3, 1.8),
         "strands": rng.uniform(3, 14),
-        "edge": rng.random() < 0.12,
+        "edge": rng.random() < 0.08,
         "edge_angle": rng.uniform(0, 2 * np.pi),
-        "edge_offset": rng.uniform(0.15, 0.4),
+        "edge_offset": rng.uniform(0.25, 0.5),
     }
     if label == "healthy":
         return traits
     sign = 1.0 if label == "malignant" else -1.0
     irregularity = np.clip(rng.normal(0.5 + sign * level.irregularity_gap / 2, level.irregularity_spread), 0, 1)
     mean_radius = level.malignant_radius if label == "malignant" else level.benign_radius
-    radius = np.clip(rng.normal(mean_radius, level.radius_spread), 0.06, 0.3)
-    n_spicules = int(round(irregularity**2 * rng.uniform(6, 16))) if irregularity > 0.4 else 0
+    radius = np.clip(rng.normal(mean_radius, level.radius_spread), 0.08, 0.4)
+    n_spicules = int(round(irregularity**2 * rng.uniform(6, 16))) if irregularity > 0.35 else 0
     traits.update(
         irregularity=irregularity,
         radius=radius,
@@ -280,9 +296,10 @@ def _patient_traits(rng: np.random.Generator, label: str, config: PhantomConfig)
                             rng.uniform(0, 2 * np.pi, 8)], axis=1),
         contrast=level.contrast * rng.uniform(0.7, 1.3),
         spicule_angles=rng.uniform(0, 2 * np.pi, n_spicules),
-        spicule_lengths=rng.uniform(0.5, 1.6, n_spicules),
+        spicule_lengths=rng.uniform(0.3, 2.0, n_spicules),
+        spicule_brightness=rng.uniform(0.3, 1.0, n_spicules),
         calcified=(label == "malignant" and config.calcifications and rng.random() < level.calcification_prob),
-        calc_count=int(rng.integers(4, 11)),
+        calc_count=int(rng.integers(3, 9)),
     )
     return traits
 
@@ -293,24 +310,24 @@ def render_view(rng: np.random.Generator, traits: dict, size: int, noise: float)
     image = tissue_background(rng, size, traits["density"], traits["beta"],
                               traits["orientation"] + view_turn, traits["anisotropy"])
     n_strands = int(rng.poisson(traits["strands"]))
-    image = image + 0.045 * strands(rng, size, traits["orientation"] + view_turn, n_strands, max(0.5, size / 110))
+    image = image + 0.03 * strands(rng, size, traits["orientation"] + view_turn, n_strands, max(0.6, size / 90))
     if "irregularity" in traits:
-        centre = tuple(rng.normal(0, size * 0.05, 2))
+        centre = tuple(rng.normal(0, size * 0.07, 2))
         radius = traits["radius"] * size * rng.uniform(0.9, 1.1)
         angle = rng.uniform(0, np.pi)
         u = traits["irregularity"]
         body = mass(size, centre, radius, traits["elongation"] * rng.uniform(0.6, 1.2), angle, u,
-                    traits["harmonics"], power_law_noise(rng, size, 2.0))
+                    traits["harmonics"], power_law_noise(rng, size, 3.0))
         rays = spicules(size, centre, radius, traits["spicule_angles"] + view_turn,
                         traits["spicule_lengths"] * radius * rng.uniform(0.8, 1.2, len(traits["spicule_angles"])),
-                        width=max(0.45, size / 110))
-        image = image + traits["contrast"] * (body + (0.35 + 0.3 * u) * rays)
+                        traits["spicule_brightness"], width=max(0.6, size / 80))
+        image = image + traits["contrast"] * (body + (0.15 + 0.25 * u) * rays)
         if traits["calcified"]:
-            image = image + 0.25 * calcifications(rng, size, centre, radius * 0.4, traits["calc_count"])
+            image = image + 0.4 * calcifications(rng, size, centre, radius * 0.4, traits["calc_count"])
     if traits["edge"]:
-        inside = breast_edge(size, traits["edge_angle"] + view_turn, traits["edge_offset"], 0.04)
-        image = image * (0.25 + 0.75 * inside)
-    image = image + rng.normal(0, noise, (size, size))
+        inside = breast_edge(size, traits["edge_angle"] + view_turn, traits["edge_offset"], 0.06)
+        image = image * (0.15 + 0.85 * inside)
+    image = gaussian_blur(image, SYSTEM_BLUR) + rng.normal(0, noise, (size, size))
     return np.clip(image, 0.0, 1.0)
 
 
