@@ -119,7 +119,7 @@ def test_healthy_images_have_no_central_mass():
 @pytest.mark.parametrize("bad", [
     dict(malignant_fraction=1.2), dict(malignant_fraction=-0.1), dict(healthy_fraction=1.5),
     dict(malignant_fraction=0.7, healthy_fraction=0.5), dict(size=16), dict(difficulty="extreme"),
-    dict(n=0), dict(split=(0.5, 0.5, 0.5)), dict(images_per_patient=(3, 1)),
+    dict(n=0), dict(seed=-1), dict(split=(0.5, 0.5, 0.5)), dict(images_per_patient=(3, 1)),
 ])
 def test_bad_config_is_a_config_error(bad):
     with pytest.raises(ConfigError):
@@ -163,3 +163,18 @@ def test_background_spectrum_is_power_law_beta_3():
     traits = {"density": 0.5, "beta": 3.0, "orientation": 0.3, "anisotropy": 1.0, "strands": 8.0, "edge": False}
     images = np.stack([render_view(rng, traits, 128, noise=0.005) for _ in range(16)])
     assert -3.6 < _radial_power_slope(images) < -2.4
+
+
+def test_cli_writes_a_phantom(tmp_path):
+    from typer.testing import CliRunner
+
+    from oncosynth.cli import app
+
+    out = tmp_path / "cli"
+    result = CliRunner().invoke(app, ["data", "phantom", str(out), "--n", "30", "--size", "32",
+                                      "--healthy-fraction", "0.2", "--difficulty", "hard", "--seed", "4"])
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "manifest.json").read_text())["config"]["difficulty"] == "hard"
+    assert len(list(out.rglob("*.png"))) == 30
+    result = CliRunner().invoke(app, ["data", "phantom", str(tmp_path / "bad"), "--malignant-fraction", "2"])
+    assert isinstance(result.exception, ConfigError) and not (tmp_path / "bad").exists()

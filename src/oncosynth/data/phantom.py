@@ -30,6 +30,7 @@ files.
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import os
@@ -96,6 +97,8 @@ class PhantomConfig:
         object.__setattr__(self, "images_per_patient", tuple(int(k) for k in self.images_per_patient))
         if not isinstance(self.n, (int, np.integer)) or self.n < 1:
             raise ConfigError(f"phantom n must be a positive integer, got {self.n!r}")
+        if not isinstance(self.seed, (int, np.integer)) or self.seed < 0:
+            raise ConfigError(f"phantom seed must be a non-negative integer, got {self.seed!r}")
         for name in ("malignant_fraction", "healthy_fraction"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
@@ -306,7 +309,7 @@ def _patient_traits(rng: np.random.Generator, label: str, config: PhantomConfig)
 
 def render_view(rng: np.random.Generator, traits: dict, size: int, noise: float) -> np.ndarray:
     """One image (size×size float in [0, 1]) of a patient: a fresh view of the same tissue and lesion."""
-    view_turn = rng.normal(0, 0.35)  # a different projection rotates and squashes the anatomy a little
+    view_turn = rng.normal(0, 0.35)  # another projection sees the anatomy turned a little
     image = tissue_background(rng, size, traits["density"], traits["beta"],
                               traits["orientation"] + view_turn, traits["anisotropy"])
     n_strands = int(rng.poisson(traits["strands"]))
@@ -334,7 +337,8 @@ def render_view(rng: np.random.Generator, traits: dict, size: int, noise: float)
 def _plan(config: PhantomConfig) -> list[dict]:
     """Patients with class, image count and split; exact image counts per class.
 
-    Image counts per class are round(n * fraction) (benign takes the rest).
+    Image counts per class are round(n * fraction) (benign takes the rest); a
+    class's last patient may get fewer images than the range asks, to hit the count.
     Splits are assigned per patient within each class, greedily to the split
     furthest below its share, so they are stratified and patient-level.
     """
@@ -431,12 +435,12 @@ def write_phantom(out: str | Path, config: PhantomConfig) -> Path:
 
     from oncosynth.io import save_image
 
-    rows, counts = [], {}
+    rows, digests, counts = [], [], {}
     for pixels, label, patient, split, k in _generate(config, progress=True):
         relative = f"{split}/{label}/{patient}_i{k}.png"
-        (partial / split / label).mkdir(parents=True, exist_ok=True)
         save_image(torch.from_numpy(pixels)[None].float() / 255.0, partial / relative)
         rows.append((relative, patient))
+        digests.append(f"{relative},{patient},{hashlib.sha256(pixels.tobytes()).hexdigest()}")
         counts.setdefault(split, {}).setdefault(label, 0)
         counts[split][label] += 1
 
@@ -446,7 +450,7 @@ def write_phantom(out: str | Path, config: PhantomConfig) -> Path:
     writer.writerows(rows)
     (partial / "patients.csv").write_text(buffer.getvalue())
     manifest = make_manifest("phantom", config.to_dict(), seed=config.seed,
-                             data_hash=hash_strings(f"{f},{p}" for f, p in rows),
+                             data_hash=hash_strings(digests),
                              classes=config.classes, counts=counts, images=len(rows),
                              patients=len({p for _, p in rows}))
     _write_json(partial / "manifest.json", manifest)
