@@ -1,0 +1,183 @@
+"""The study configuration: one YAML file, validated completely before any training.
+
+Example (every key is optional unless marked)::
+
+    name: cbis-utility
+    data: {path: ../shared/data/cbis-ddsm-masses, size: 128, channels: 1}   # path required
+    external_tests:
+      - {name: hospital-b, path: /data/hospital-b, split: null}
+    model: {backbone: resnet18, pretrained: null, freeze_backbone: false}
+    train: {epochs: 20, batch_size: 64, lr: 0.001, balance: none, select_on: auroc}
+    dp: {epsilons: [6], delta: 0.0001, max_grad_norm: 1.0}
+    arms:
+      - {name: real, kind: real, dp: both}
+      - {name: real+oversample, kind: real+oversample}
+      - name: real+mcgan
+        kind: real+synthetic
+        dp: both
+        synthetic: {folder: ../shared/data/mcgan-synthetic-cbis-ddsm, label_from_name: true, ratio: null}
+    fractions: [0.1, 1.0]
+    seeds: [0, 1, 2]
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from oncosynth.classifiers.train import TrainConfig
+from oncosynth.errors import ConfigError
+
+ARM_KINDS = ("real", "real+oversample", "real+synthetic", "synthetic-only", "synthetic-pretrain+real-finetune")
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DataConfig(Strict):
+    path: Path
+    format: str | None = None
+    label_from_name: bool = False
+    patients_csv: Path | None = None
+    size: int = Field(128, ge=16)
+    channels: Literal[1, 3] = 1
+    train_split: str = "train"
+    val_split: str = "val"
+    test_split: str = "test"
+    positive_class: str | None = Field(None, description="default: 'malignant' if present, else the last class")
+
+
+class ExternalTest(Strict):
+    name: str
+    path: Path
+    format: str | None = None
+    label_from_name: bool = False
+    split: str | None = Field("test", description="which split of that data set; null = every image")
+
+
+class ModelConfig(Strict):
+    backbone: str = "resnet18"
+    pretrained: str | None = Field(None, description="None, 'timm' (hub download) or a weights file")
+    freeze_backbone: bool = False
+    head: Literal["linear", "mlp"] | None = None
+
+
+class SyntheticSource(Strict):
+    """Where synthetic images come from and how many of them an arm uses."""
+
+    folder: Path | None = None
+    format: str | None = None
+    label_from_name: bool = True
+    generator: Path | None = Field(None, description="a run folder for oncosynth.generators.load_generator")
+    count: int | None = Field(None, ge=1, description="total synthetic images per cell")
+    ratio: float | None = Field(None, gt=0, description="synthetic images per real training image")
+    classes: list[str] | None = Field(None, description="classes that receive synthetic images (default all)")
+    balance: bool = Field(False, description="add only enough images to bring each class up to the largest")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "SyntheticSource":
+        if (self.folder is None) == (self.generator is None):
+            raise ValueError("give exactly one of 'folder' or 'generator'")
+        if self.count is not None and self.ratio is not None:
+            raise ValueError("give at most one of 'count' or 'ratio'")
+        if self.generator is not None and self.count is None and self.ratio is None and not self.balance:
+            raise ValueError("a generator needs 'count', 'ratio' or 'balance: true' (it can make any number)")
+        return self
+
+
+class ArmConfig(Strict):
+    name: str
+    kind: Literal["real", "real+oversample", "real+synthetic", "synthetic-only", "synthetic-pretrain+real-finetune"]
+    synthetic: SyntheticSource | None = None
+    dp: Literal["off", "on", "both"] = Field("off", description="on: only DP cells; both: with and without DP")
+    pretrain_epochs: int = Field(5, ge=1, description="synthetic-pretrain+real-finetune: epochs on synthetic data")
+
+    @model_validator(mode="after")
+    def _needs_synthetic(self) -> "ArmConfig":
+        needs = self.kind in ("real+synthetic", "synthetic-only", "synthetic-pretrain+real-finetune")
+        if needs and self.synthetic is None:
+            raise ValueError(f"arm '{self.name}' of kind '{self.kind}' needs a 'synthetic' source")
+        if not needs and self.synthetic is not None:
+            raise ValueError(f"arm '{self.name}' of kind '{self.kind}' does not use 'synthetic'")
+        if self.kind == "real+oversample" and self.dp != "off":
+            raise ValueError("real+oversample repeats records, which DP-SGD accounting does not cover")
+        return self
+
+
+class DPSettings(Strict):
+    epsilons: list[float] = Field(default_factory=lambda: [6.0])
+    delta: float = Field(1e-4, gt=0, lt=1)
+    max_grad_norm: float = Field(1.0, gt=0)
+
+
+class StudyConfig(Strict):
+    name: str = "study"
+    data: DataConfig
+    external_tests: list[ExternalTest] = Field(default_factory=list)
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+    dp: DPSettings = DPSettings()
+    arms: list[ArmConfig]
+    fractions: list[float] = Field(default_factory=lambda: [1.0])
+    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2])
+    bootstrap: int = Field(1000, ge=100)
+    save_models: bool = Field(False, description="keep each cell's classifier checkpoint")
+    report_samples: int = Field(8, ge=0, description="images per arm in the report's sample grids")
+
+    @model_validator(mode="after")
+    def _check(self) -> "StudyConfig":
+        names = [a.name for a in self.arms]
+        if len(set(names)) != len(names):
+            raise ValueError(f"arm names must be unique, got {names}")
+        if not self.arms:
+            raise ValueError("list at least one arm")
+        for f in self.fractions:
+            if not 0 < f <= 1:
+                raise ValueError(f"fractions must lie in (0, 1], got {f}")
+        if not self.seeds:
+            raise ValueError("list at least one seed")
+        if any(a.dp != "off" for a in self.arms) and not self.dp.epsilons:
+            raise ValueError("an arm asks for DP but dp.epsilons is empty")
+        return self
+
+
+def _resolve(path: Path | None, base: Path) -> Path | None:
+    return None if path is None else (path if path.is_absolute() else (base / path)).resolve()
+
+
+def load_config(path: str | Path) -> StudyConfig:
+    """Parse and validate a YAML study file; relative paths are taken from the file's folder."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: study config not found")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+    return parse_config(raw, base=path.parent, source=str(path))
+
+
+def parse_config(raw: dict, base: str | Path = ".", source: str = "study config") -> StudyConfig:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: expected a mapping at the top level")
+    try:
+        config = StudyConfig.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or '(top)'}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"{source}: {problems}") from None
+    base = Path(base)
+    config.data.path = _resolve(config.data.path, base)
+    config.data.patients_csv = _resolve(config.data.patients_csv, base)
+    for test in config.external_tests:
+        test.path = _resolve(test.path, base)
+    for arm in config.arms:
+        if arm.synthetic is not None:
+            arm.synthetic.folder = _resolve(arm.synthetic.folder, base)
+            arm.synthetic.generator = _resolve(arm.synthetic.generator, base)
+    if config.model.pretrained not in (None, "timm"):
+        config.model.pretrained = str(_resolve(Path(config.model.pretrained), base))
+    return config

@@ -1,0 +1,195 @@
+"""report.html for a study: one self-contained page a person reads in a browser.
+
+Sections: what was run; per test set the table (mean ± std over seeds, 95%
+bootstrap interval, paired ΔAUROC vs `real`), ROC curves per arm, AUROC
+against the data fraction; real and synthetic samples per arm; per-cell
+details.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from oncosynth.io import write_text  # noqa: E402
+from oncosynth.report.html import escape, figure, image_grid, page, paragraph, section, table  # noqa: E402
+
+if TYPE_CHECKING:
+    from oncosynth.study.config import StudyConfig
+    from oncosynth.study.run import Prepared
+
+
+def _fmt(mean: float | None, std: float | None = None, low: float | None = None, high: float | None = None) -> str:
+    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
+        return "–"
+    text = f"{mean:.3f}"
+    if std is not None:
+        text += f" ± {std:.3f}"
+    if low is not None and high is not None:
+        text += f" [{low:.3f}, {high:.3f}]"
+    return text
+
+
+def _table_rows(rows: list[dict], classes: list[str]) -> list[dict[str, Any]]:
+    out = []
+    for r in rows:
+        item: dict[str, Any] = {
+            "arm": r["variant"], "fraction": f"{r['fraction']:g}", "seeds": r["seeds"],
+            "AUROC mean ± std [95% CI]": _fmt(r["auroc_mean"], r["auroc_std"], r["auroc_low"], r["auroc_high"]),
+            "AUPRC mean ± std [95% CI]": _fmt(r["auprc_mean"], r["auprc_std"], r["auprc_low"], r["auprc_high"]),
+        }
+        if "delta_auroc" in r:
+            item["ΔAUROC vs " + r["reference"]] = (f"{r['delta_auroc']:+.3f} [{r['delta_low']:+.3f}, "
+                                                  f"{r['delta_high']:+.3f}] p={r['p_value']:.3f}")
+        else:
+            item["ΔAUROC vs real"] = "reference" if r["kind"] == "real" else "–"
+        for metric, label in (("accuracy", "acc"), ("balanced_accuracy", "bal. acc"),
+                              ("sensitivity", "sens"), ("specificity", "spec"), ("f1", "F1")):
+            item[label] = _fmt(r[f"{metric}_mean"], r[f"{metric}_std"])
+        if len(classes) > 2:
+            for name in classes:
+                item[f"AUROC {name}"] = _fmt(r[f"auroc_{name}_mean"], r[f"auroc_{name}_std"])
+        item["ε spent"] = "–" if r["epsilon_spent"] is None else f"{r['epsilon_spent']:.2f}"
+        item["CPU min/cell"] = f"{r['cpu_minutes_per_cell']:.1f}"
+        out.append(item)
+    # collapse the ΔAUROC column names into one so the table stays rectangular
+    for item in out:
+        keys = [k for k in item if k.startswith("ΔAUROC")]
+        value = item.pop(keys[0])
+        item["ΔAUROC vs real [95% CI], p"] = value
+    order = ["arm", "fraction", "seeds", "AUROC mean ± std [95% CI]", "ΔAUROC vs real [95% CI], p",
+             "AUPRC mean ± std [95% CI]"]
+    return [{k: item[k] for k in order + [k for k in item if k not in order]} for item in out]
+
+
+def _roc_figure(test: str, records: list[dict], out: Path, classes: list[str], positive: int,
+                fractions: list[float]) -> str:
+    from oncosynth.study.run import read_predictions
+
+    variants = list(dict.fromkeys(r["variant"] for r in records))
+    colours = plt.get_cmap("tab10")
+    fig, axes = plt.subplots(1, len(fractions), figsize=(4.6 * len(fractions), 4.4), squeeze=False)
+    for ax, fraction in zip(axes[0], fractions):
+        for v_index, variant in enumerate(variants):
+            members = [r for r in records if r["variant"] == variant and r["fraction"] == fraction]
+            for k, record in enumerate(members):
+                labels, probs = read_predictions(out / "cells" / record["cell"] / f"predictions_{test}.csv", classes)
+                y, score = labels == positive, probs[:, positive]
+                fpr, tpr = _roc_curve(y, score)
+                mean_auc = np.mean([m["metrics"][test]["auroc"] for m in members])
+                ax.plot(fpr, tpr, color=colours(v_index % 10), alpha=0.8, lw=1.2,
+                        label=f"{variant} ({mean_auc:.3f})" if k == 0 else None)
+        ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls="--")
+        ax.set(xlabel="1 − specificity", ylabel="sensitivity", title=f"{test}, fraction {fraction:g}",
+               xlim=(0, 1), ylim=(0, 1.01))
+        ax.legend(fontsize=7, loc="lower right", title="arm (mean AUROC)", title_fontsize=7)
+    fig.tight_layout()
+    return figure(fig, caption=f"ROC curves on '{test}' ({classes[positive]} vs rest), one line per seed")
+
+
+def _roc_curve(y: np.ndarray, score: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    order = np.argsort(-score, kind="mergesort")
+    y, score = y[order], score[order]
+    last = np.r_[np.nonzero(np.diff(score))[0], len(score) - 1]
+    tp, fp = np.cumsum(y)[last], np.cumsum(~y)[last]
+    return np.r_[0, fp / max(1, (~y).sum())], np.r_[0, tp / max(1, y.sum())]
+
+
+def _fraction_figure(test: str, rows: list[dict]) -> str:
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    variants = list(dict.fromkeys(r["variant"] for r in rows if r["test_set"] == test))
+    for index, variant in enumerate(variants):
+        points = sorted((r["fraction"], r["auroc_mean"], r["auroc_std"]) for r in rows
+                        if r["test_set"] == test and r["variant"] == variant)
+        x, mean, std = (np.array(v) for v in zip(*points))
+        ax.errorbar(x * (1 + 0.02 * (index - len(variants) / 2)), mean, yerr=std, marker="o", capsize=4,
+                    label=variant)
+    ax.set_xscale("log")
+    fractions = sorted({r["fraction"] for r in rows})
+    ax.set_xticks(fractions, [f"{f:g}" for f in fractions])
+    ax.set(xlabel="fraction of the training split (log scale)", ylabel="test AUROC (mean ± std over seeds)",
+           title=f"AUROC against data fraction on '{test}'")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return figure(fig, caption="error bars: standard deviation over seeds")
+
+
+def _samples(config: "StudyConfig", prepared: "Prepared") -> list[str]:
+    from oncosynth.study.run import synthetic_for_cell
+
+    n = config.report_samples
+    if n == 0:
+        return []
+    parts = []
+    index = torch.from_numpy(prepared.fraction_index[(max(config.fractions), config.seeds[0])])
+    real_labels = prepared.train_labels[index]
+    for arm in config.arms:
+        rows = []
+        for c, name in enumerate(prepared.classes):
+            chosen = index[real_labels == c][:n]
+            rows.append(image_grid(prepared.train_images[chosen].float() / 255, nrow=n,
+                                   caption=f"real · {name}"))
+            if arm.synthetic is not None:
+                images, labels = synthetic_for_cell(prepared, arm, real_labels, config.seeds[0],
+                                                    config.data.size, config.data.channels)
+                picked = images[labels == c][:n]
+                rows.append(image_grid(picked.float() / 255, nrow=n, caption=f"synthetic · {name}")
+                            if len(picked) else paragraph(f"no synthetic {name} images in this arm", "muted"))
+        what = {"real": "real training images only", "real+oversample": "real images, classes oversampled to balance",
+                "real+synthetic": "real and synthetic images together", "synthetic-only": "synthetic images only",
+                "synthetic-pretrain+real-finetune": "pre-trained on synthetic, fine-tuned on real"}[arm.kind]
+        parts.append(section(f"{arm.name} ({what})", "<div>" + "".join(rows) + "</div>", level=3))
+    return parts
+
+
+def write_report(path: Path, config: "StudyConfig", prepared: "Prepared", records: list[dict],
+                 rows: list[dict], out: Path) -> Path:
+    classes, positive = prepared.classes, prepared.positive
+    fractions = sorted(config.fractions)
+    dp_used = any(r["epsilon"] is not None for r in records)
+    intro = [
+        paragraph(f"Data: {config.data.path} at {config.data.size} px, {config.data.channels} channel(s); "
+                  f"classes {classes}, positive class '{classes[positive]}'. Model: {config.model.backbone}"
+                  f"{' (pretrained: ' + str(config.model.pretrained) + ')' if config.model.pretrained else ' from scratch'}"
+                  f"{', frozen backbone' if config.model.freeze_backbone else ''}. "
+                  f"Training: {config.train.epochs} epochs, batch {config.train.batch_size}, lr {config.train.lr}, "
+                  f"selection on validation {config.train.select_on.upper()}."),
+        paragraph(f"{len(records)} cells: arms {[a.name for a in config.arms]} × fractions {config.fractions} × "
+                  f"seeds {config.seeds}" + (f" × DP ε {config.dp.epsilons} (δ={config.dp.delta:g}, "
+                                               f"clip {config.dp.max_grad_norm:g})" if dp_used else "") + "."),
+        paragraph("Numbers are mean ± standard deviation over seeds; brackets hold the 95% bootstrap interval of "
+                  "the seed-averaged value (test cases resampled, "
+                  f"{config.bootstrap} resamples). ΔAUROC is paired against the `real` arm at the same fraction and "
+                  "privacy budget, on the same resampled cases; p is the two-sided bootstrap p-value. Threshold "
+                  "metrics use the threshold maximising Youden's J on the validation split.", "muted"),
+    ]
+    body = [section("Study", *intro)]
+    for test in dict.fromkeys(r["test_set"] for r in rows):
+        test_rows = [r for r in rows if r["test_set"] == test]
+        body.append(section(f"Test set '{test}' ({len(prepared.tests[test][1])} images)",
+                            table(_table_rows(test_rows, classes), caption=f"Results on '{test}'"),
+                            _roc_figure(test, records, out, classes, positive, fractions),
+                            _fraction_figure(test, rows)))
+    body.append(section("Samples per arm", paragraph(
+        f"First {config.report_samples} training images per class at fraction {max(fractions):g}, seed "
+        f"{config.seeds[0]}, and the synthetic images that arm adds.", "muted"), *_samples(config, prepared)))
+    cell_rows = [{"cell": r["cell"], "AUROC (test)": round(r["metrics"]["test"]["auroc"], 4),
+                  "threshold": round(r["threshold"], 4), "best epoch": r["train"]["best_epoch"],
+                  "epochs": r["train"]["epochs_run"], "n real": r["train"]["n_real"],
+                  "n synthetic": r["train"]["n_synthetic"],
+                  "ε spent": "–" if r["train"]["epsilon_spent"] is None else round(r["train"]["epsilon_spent"], 3),
+                  "img/s": round(r["train"]["train_images_per_second"], 1),
+                  "CPU s": round(r["cpu_seconds"], 1), "note": r["train"]["stopped_early"] or ""}
+                 for r in records]
+    body.append(section("Cells", table(cell_rows, caption="every trained cell (predictions in cells/<cell>/)")))
+    write_text(path, page(f"oncosynth study: {config.name}", "\n".join(body)))
+    return path
