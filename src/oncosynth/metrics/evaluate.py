@@ -1,0 +1,303 @@
+"""``evaluate``: fidelity, diversity and privacy of a synthetic set against real data.
+
+One call loads the sets (any format the data layer reads, or tensors),
+brings them to a common size and channel count, embeds them with one
+feature network, and computes overall and per class:
+
+- FID, KID, precision / recall / density / coverage (feature space),
+- FRD (radiomics; reference = the real set),
+- mean pairwise MS-SSIM within the synthetic set and, for reference, within the real set,
+- with a training set: nearest-training-image memorisation in pixel and feature space.
+
+It writes ``metrics.json`` (numbers + manifest + notes), ``memorisation.csv``
+(one row per synthetic image) and a self-contained ``evaluation.html``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from oncosynth.errors import ConfigError, DataError
+from oncosynth.metrics import diversity, fidelity
+from oncosynth.metrics import frd as frd_lib
+from oncosynth.metrics import memorisation as mem_lib
+
+DEFAULT_FEATURE_NET = "inception:download"
+
+
+@dataclass
+class ImageSet:
+    """Images of one role (real / synthetic / train) with per-image metadata."""
+
+    role: str
+    labels: list[str]
+    patients: list[str | None]
+    sources: list[str]
+    dataset: Any = None  # oncosynth.data.Dataset when read from disk
+    images: torch.Tensor | None = None
+    native: tuple[int, int, int] | None = None  # C, H, W of the first image as stored
+
+    def __len__(self) -> int:
+        return len(self.sources)
+
+    def classes(self) -> list[str]:
+        from oncosynth.data import class_order
+
+        return class_order([label for label in self.labels if label])
+
+
+def as_image_set(item: Any, role: str, label_from_name: bool = False) -> ImageSet:
+    """A path, a ``Dataset``, a tensor, or ``(tensor, class names)`` -> ``ImageSet``."""
+    from oncosynth.data import Dataset, load_dataset
+
+    if isinstance(item, (str, Path)):
+        item = load_dataset(item, label_from_name=label_from_name)
+    if isinstance(item, Dataset):
+        if len(item) == 0:
+            raise DataError(item.root or role, f"the {role} set is empty")
+        records = item.records
+        return ImageSet(role, [r.label for r in records], [r.patient for r in records],
+                        [r.uid for r in records], dataset=item)
+    labels = None
+    if isinstance(item, (tuple, list)) and len(item) == 2 and isinstance(item[0], torch.Tensor):
+        item, labels = item
+    if isinstance(item, torch.Tensor):
+        if item.ndim != 4 or item.shape[0] == 0:
+            raise DataError(f"<{role} tensor>", f"expected a non-empty N×C×H×W tensor, got {tuple(item.shape)}")
+        n = item.shape[0]
+        labels = list(labels) if labels is not None else [""] * n
+        if len(labels) != n:
+            raise DataError(f"<{role} tensor>", f"{len(labels)} labels for {n} images")
+        return ImageSet(role, [str(x) for x in labels], [None] * n, [f"{role}[{i}]" for i in range(n)],
+                        images=item.float().clamp(0, 1), native=tuple(item.shape[1:]))
+    raise ConfigError(f"{role}: expected a folder, a Dataset or an image tensor, got {type(item).__name__}")
+
+
+def _native_shape(s: ImageSet) -> tuple[int, int, int]:
+    from oncosynth.data import load_images
+
+    if s.native is None:
+        s.native = tuple(load_images(s.dataset.records[:1]).shape[1:])
+    return s.native
+
+
+def _load(sets: list[ImageSet], size: int | None, notes: list[str]) -> tuple[int, int]:
+    """Bring every set to one size × size and one channel count; say what was resampled."""
+    from oncosynth.data import load_images
+
+    real = sets[0]
+    c0, h0, w0 = _native_shape(real)
+    size = size or max(h0, w0)
+    channels = c0
+    for s in sets:
+        c, h, w = _native_shape(s)
+        if (h, w) != (size, size):
+            notes.append(f"{s.role} images resampled from {h}×{w} to {size}×{size} (bilinear, antialiased)")
+        if c != channels:
+            notes.append(f"{s.role} images converted from {c} to {channels} channel(s)")
+        if s.images is None:
+            s.images = load_images(s.dataset, size=size, channels=channels)
+        else:
+            s.images = _resize(s.images, size, channels)
+    return size, channels
+
+
+def _resize(x: torch.Tensor, size: int, channels: int) -> torch.Tensor:
+    import torch.nn.functional as F
+
+    if x.shape[1] != channels:
+        if channels == 1:
+            x = (x[:, :3] * x.new_tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)
+        else:
+            x = x.expand(-1, channels, -1, -1)
+    if tuple(x.shape[-2:]) != (size, size):
+        x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False).clamp(0, 1)
+    return x.contiguous()
+
+
+class _Timer:
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+
+    def __call__(self, name: str):
+        timer = self
+
+        class _Block:
+            def __enter__(self):
+                self.start = time.perf_counter()
+
+            def __exit__(self, *exc):
+                timer.seconds[name] = timer.seconds.get(name, 0.0) + time.perf_counter() - self.start
+
+        return _Block()
+
+
+def _scope_indices(real: ImageSet, synthetic: ImageSet) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    scopes = {"overall": (np.arange(len(real)), np.arange(len(synthetic)))}
+    if any(synthetic.labels) and any(real.labels):
+        for name in synthetic.classes():
+            r = np.flatnonzero(np.array(real.labels) == name)
+            s = np.flatnonzero(np.array(synthetic.labels) == name)
+            if len(r) and len(s):
+                scopes[name] = (r, s)
+    return scopes
+
+
+def evaluate(real: Any, synthetic: Any, train: Any = None, feature_net: Any = DEFAULT_FEATURE_NET,
+             out: str | Path | None = None, size: int | None = None, label_from_name: bool = False,
+             compute_frd: bool = True, frd_method: str = "fast", frd_workers: int | None = None,
+             threshold: float = mem_lib.DEFAULT_THRESHOLD, kid_subsets: int = 100, kid_subset_size: int = 1000,
+             prdc_k: int = 5, diversity_pairs: int = 1000, device: str = "auto", seed: int = 0,
+             feature_input_size: int | None = None, progress: bool = True) -> dict:
+    """Evaluate ``synthetic`` against ``real`` (and ``train`` for memorisation).
+
+    ``real`` / ``synthetic`` / ``train``: a data folder or file, a ``Dataset``,
+    an N×C×H×W tensor in [0, 1], or ``(tensor, class names)``.
+    ``label_from_name`` applies to the synthetic set given as a folder (class
+    from the file name's last '_' token, as in the MCGAN release).
+    ``feature_net``: a spec for ``oncosynth.features.create_feature_net`` or a built net.
+    Returns the metrics dict (also written to ``out/metrics.json`` when ``out`` is given).
+    """
+    from oncosynth.features import create_feature_net, extract_features
+    from oncosynth.runtime import hash_strings, make_manifest, resolve_device, seed_everything
+
+    seed_everything(seed)
+    timer, notes = _Timer(), []
+    sets = [as_image_set(real, "real"), as_image_set(synthetic, "synthetic", label_from_name)]
+    if train is not None:
+        sets.append(as_image_set(train, "train"))
+    with timer("load"):
+        size, channels = _load(sets, size, notes)
+    real_set, synth_set = sets[0], sets[1]
+    train_set = sets[2] if train is not None else None
+    for note in notes:
+        print(f"note: {note}")
+
+    with timer("features"):
+        net = create_feature_net(feature_net, resolve_device(device), input_size=feature_input_size)
+        feats = {s.role: extract_features(net, s.images, progress=progress) for s in sets}
+
+    scopes = _scope_indices(real_set, synth_set)
+    results: dict[str, dict[str, Any]] = {}
+    frd_features = None
+    if compute_frd:
+        with timer("frd"):
+            frd_features = _frd_features(real_set, synth_set, frd_method, frd_workers, progress, results)
+    for scope, (ri, si) in scopes.items():
+        row: dict[str, Any] = {"n_real": int(len(ri)), "n_synthetic": int(len(si))}
+        fr, fs = feats["real"][ri], feats["synthetic"][si]
+        overall = scope == "overall"
+        with timer("fid"):
+            row.update(_guard(lambda: {"fid": fidelity.fid(fr, fs)}, overall))
+        with timer("kid"):
+            row.update(_guard(lambda: dict(zip(("kid", "kid_std"), fidelity.kid(
+                fr, fs, kid_subsets, kid_subset_size, seed))), overall))
+        with timer("prdc"):
+            row.update(_guard(lambda: fidelity.prdc(fr, fs, prdc_k), overall))
+        if frd_features is not None:
+            with timer("frd"):
+                row.update(_guard(lambda: frd_lib.frd_from_features(
+                    frd_features[0][ri], frd_features[1][si], method=frd_method).to_json(), overall))
+        with timer("ms_ssim"):
+            d_s = diversity.mean_pairwise_ms_ssim(synth_set.images[si], diversity_pairs, seed)
+            d_r = diversity.mean_pairwise_ms_ssim(real_set.images[ri], diversity_pairs, seed)
+        row.update({"ms_ssim_synthetic": d_s["ms_ssim"], "ms_ssim_real": d_r["ms_ssim"],
+                    "ms_ssim_levels": d_s["levels"]})
+        results.setdefault(scope, {}).update(row)
+
+    memo, memo_raw = None, None
+    if train_set is not None:
+        with timer("memorisation"):
+            memo_raw = mem_lib.memorisation(synth_set.images, train_set.images, train_set.patients,
+                                            feats["synthetic"], feats["train"], threshold=threshold)
+            memo = mem_lib.summarise(memo_raw, train_set.sources, train_set.patients, synth_set.sources)
+            labels = np.array(synth_set.labels)
+            memo["per_class"] = {c: {"n": int((labels == c).sum()),
+                                     "n_flagged": int(memo_raw["flagged"][labels == c].sum())}
+                                 for c in synth_set.classes()}
+        for scope, (_, si) in scopes.items():
+            results[scope]["memorised_fraction"] = float(memo_raw["flagged"][si].mean())
+
+    config = {"feature_net": net.name, "size": size, "channels": channels, "frd_method": frd_method if compute_frd else None,
+              "kid_subsets": kid_subsets, "kid_subset_size": kid_subset_size, "prdc_k": prdc_k,
+              "memorisation_threshold": threshold, "diversity_pairs": diversity_pairs}
+    data_hash = hash_strings([s.role + ":" + src for s in sets for src in s.sources])
+    metrics = {
+        "feature_net": net.name,
+        "size": size,
+        "channels": channels,
+        "notes": notes,
+        "counts": {s.role: {"n": len(s), "classes": {c: s.labels.count(c) for c in s.classes()}} for s in sets},
+        "results": results,
+        "memorisation": memo,
+        "seconds": {k: round(v, 3) for k, v in timer.seconds.items()},
+        "manifest": make_manifest("evaluation", config, seed=seed, data_hash=data_hash,
+                                  sources={s.role: (s.dataset.root if s.dataset is not None else "<tensor>")
+                                           for s in sets}),
+    }
+    if out is not None:
+        write_outputs(Path(out), metrics, sets, memo_raw)
+    return metrics
+
+
+def _guard(compute, overall: bool) -> dict:
+    """Overall metrics must succeed (errors name the fix); per class a too-small class is skipped."""
+    try:
+        return compute()
+    except DataError as exc:
+        if overall:
+            raise
+        return {"skipped": exc.problem}
+
+
+def _frd_features(real: ImageSet, synth: ImageSet, method: str, workers: int | None, progress: bool,
+                  results: dict) -> tuple[np.ndarray, np.ndarray] | None:
+    """Radiomics features for both sets (written as 8-bit PNGs at the common size)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="oncosynth-frd-") as tmp:
+        folders = []
+        for s in (real, synth):
+            folder = Path(tmp) / s.role
+            frd_lib.write_png_folder(s.images, folder)
+            folders.append(folder)
+        if method == "package":
+            # the package computes one overall value; per class needs the fast path's features
+            results["overall"] = frd_lib.frd_package(folders[0], folders[1], workers=workers or 1).to_json()
+            return None
+        return (frd_lib.radiomics_features(frd_lib.image_files(folders[0]), workers or 1, progress),
+                frd_lib.radiomics_features(frd_lib.image_files(folders[1]), workers or 1, progress))
+
+
+# ------------------------------------------------------------------------ outputs
+def write_outputs(out: Path, metrics: dict, sets: list[ImageSet], memo_raw: dict | None) -> None:
+    from oncosynth.io import write_json, write_text
+
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "metrics.json", metrics)
+    if memo_raw is not None:
+        synth, train = sets[1], sets[2]
+        buffer = io.StringIO()
+        writer = csv.writer(buffer)
+        header = ["synthetic", "class", "flagged"]
+        for r in memo_raw["spaces"]:
+            header += [f"{r.name}_ratio", f"{r.name}_distance", f"{r.name}_nearest_train", f"{r.name}_nearest_patient"]
+        writer.writerow(header)
+        for j in range(len(synth)):
+            row = [synth.sources[j], synth.labels[j], int(memo_raw["flagged"][j])]
+            for r in memo_raw["spaces"]:
+                t = int(r.index[j])
+                row += [f"{r.ratio[j]:.4f}", f"{r.distance[j]:.4f}", train.sources[t], train.patients[t]]
+            writer.writerow(row)
+        write_text(out / "memorisation.csv", buffer.getvalue())
+    from oncosynth.metrics.report import render_evaluation
+
+    write_text(out / "evaluation.html", render_evaluation(metrics, sets, memo_raw))
