@@ -77,6 +77,36 @@ def demo(
 
 # ------------------------------------------------- generators (issue 4) ----
 # ------------------------------------------------------ metrics (issue 7) ----
+@app.command("evaluate")
+def evaluate_command(
+    real: Path = typer.Option(..., "--real", help="Real reference images (any layout the data layer reads)."),
+    synthetic: Path = typer.Option(..., "--synthetic", help="Synthetic images to evaluate."),
+    out: Path = typer.Option(..., "--out", help="Folder for metrics.json, memorisation.csv, evaluation.html."),
+    train: Optional[Path] = typer.Option(None, "--train", help="Training images of the generator (memorisation check)."),
+    feature_net: str = typer.Option("inception:download", "--feature-net",
+                                    help="inception:<file|download>, vgg19:<file|download>, encoder:<checkpoint>, random-cnn:<seed>."),
+    size: Optional[int] = typer.Option(None, "--size", help="Common image side (default: the real images' size)."),
+    label_from_name: bool = typer.Option(False, "--label-from-name", help="Synthetic class from the file name's last '_' token."),
+    no_frd: bool = typer.Option(False, "--no-frd", help="Skip FRD (radiomics; the slowest metric)."),
+    frd_workers: int = typer.Option(1, "--frd-workers", help="Processes for radiomics extraction."),
+    threshold: float = typer.Option(0.3, "--threshold", help="Memorisation threshold on the nearest-neighbour ratio."),
+    device: str = typer.Option("auto", "--device"),
+    seed: int = typer.Option(0, "--seed"),
+) -> None:
+    """Fidelity (FID, KID, precision/recall, FRD), diversity and memorisation of synthetic images."""
+    from oncosynth.metrics.evaluate import evaluate
+
+    metrics = evaluate(real, synthetic, train=train, feature_net=feature_net, out=out, size=size,
+                       label_from_name=label_from_name, compute_frd=not no_frd, frd_workers=frd_workers,
+                       threshold=threshold, device=device, seed=seed)
+    overall = metrics["results"]["overall"]
+    shown = {k: overall[k] for k in ("fid", "kid", "precision", "recall", "density", "coverage", "frd",
+                                     "ms_ssim_synthetic", "memorised_fraction") if k in overall}
+    typer.echo(f"feature net: {metrics['feature_net']}")
+    typer.echo(json.dumps(shown, indent=2))
+    typer.echo(f"written: {out / 'metrics.json'}, {out / 'evaluation.html'}")
+
+
 # -------------------------------------------------------- study (issue 3) ----
 
 
