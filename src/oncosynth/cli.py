@@ -76,6 +76,57 @@ def demo(
 
 
 # ------------------------------------------------- generators (issue 4) ----
+@app.command("train-generator")
+def train_generator(
+    method: str = typer.Option(..., "--method", help="Generator: cdcgan (alias mcgan) or stylegan2-ada."),
+    data: Path = typer.Option(..., "--data", help="Data set folder or file (its train split is used)."),
+    out: Path = typer.Option(..., "--out", help="Run folder: checkpoints, sample grids, log, final model."),
+    classes: Optional[list[str]] = typer.Option(None, "--classes", help="Classes to train on (repeat); default all."),
+    size: Optional[int] = typer.Option(None, "--size", help="Image side (power of two); default: the data's, rounded up."),
+    steps: int = typer.Option(2000, "--steps", help="Total training steps (a resumed run continues to this)."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Default: the method's."),
+    preset: Optional[str] = typer.Option(None, "--preset", help="cdcgan: paper | cpu; stylegan2-ada: small | full."),
+    width: Optional[int] = typer.Option(None, "--width", help="cdcgan only: base channel width (paper 64)."),
+    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda"),
+    seed: int = typer.Option(0, "--seed"),
+    resume: bool = typer.Option(True, "--resume/--no-resume", help="Continue from the run's last checkpoint."),
+    checkpoint_every: int = typer.Option(500, "--checkpoint-every"),
+    sample_every: int = typer.Option(500, "--sample-every", help="Write a sample grid every N steps (0: never)."),
+    tensorboard: bool = typer.Option(False, "--tensorboard", help="Also log to TensorBoard (needs the package)."),
+    data_format: Optional[str] = typer.Option(None, "--format", help="Override data layout detection."),
+) -> None:
+    """Train a class-conditional generator; resumable, checkpointed, with sample grids."""
+    from oncosynth.data import load_dataset
+    from oncosynth.generators import create_generator
+
+    options = {"size": size}
+    if width is not None:
+        options["width"] = width
+    gen = create_generator(method, preset=preset, **options)
+    dataset = load_dataset(data, format=data_format)
+    gen.fit(dataset, out, steps=steps, batch_size=batch_size, seed=seed, device=device, resume=resume,
+            checkpoint_every=checkpoint_every, sample_every=sample_every or None, tensorboard=tensorboard,
+            classes=classes or None)
+    typer.echo(f"{gen.name}: trained {gen.step} steps; model in {out}")
+
+
+@app.command("generate")
+def generate(
+    run: Path = typer.Argument(..., help="Run folder (or checkpoint folder) of a trained generator."),
+    n: int = typer.Option(..., "--n", help="Images per class."),
+    class_names: list[str] = typer.Option(..., "--class", help="Class to generate (repeat for several)."),
+    out: Path = typer.Option(..., "--out", help="Output folder for PNGs + manifest.csv/json."),
+    seed: int = typer.Option(0, "--seed", help="Image i uses latent seed seed+i."),
+    device: str = typer.Option("auto", "--device"),
+    batch_size: int = typer.Option(64, "--batch-size"),
+) -> None:
+    """Sample images of the given classes from a trained generator."""
+    from oncosynth.generators import generate_images
+
+    rows = generate_images(run, out, n, class_names, seed=seed, device=device, batch_size=batch_size)
+    typer.echo(f"wrote {len(rows)} images and manifest.csv to {out}")
+
+
 # ------------------------------------------------------ metrics (issue 7) ----
 @app.command("evaluate")
 def evaluate_command(
@@ -108,6 +159,17 @@ def evaluate_command(
 
 
 # -------------------------------------------------------- study (issue 3) ----
+@app.command("study")
+def study(
+    config: Path = typer.Argument(..., help="Study YAML (data, arms, fractions, seeds, DP epsilons, test sets)."),
+    out: Path = typer.Option(Path("study-out"), "--out", help="Output folder; finished cells there are skipped."),
+    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N"),
+) -> None:
+    """Run a classifier-utility study grid; writes results.json, results.csv, predictions and report.html."""
+    from oncosynth.study import run_study
+
+    report = run_study(config, out, device=device)
+    typer.echo(f"report written to {report}")
 
 
 def main() -> None:

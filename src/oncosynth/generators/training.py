@@ -1,0 +1,355 @@
+"""The training loop every step-trained generator shares.
+
+What it guarantees:
+
+* a checkpoint every ``checkpoint_every`` steps and at the end, written to
+  ``run/checkpoints/step-NNNNNNN/`` (weights as safetensors, config.json last,
+  plus ``train_state.pt``: optimiser states and the torch RNG states);
+* resume: a run restarted on the same folder continues from its newest
+  complete checkpoint, and on CPU ends with bitwise the same weights as an
+  uninterrupted run (all training randomness comes from the global torch RNG,
+  whose state is saved; sample grids use their own generator);
+* divergence: a NaN/inf loss, or NaN/inf weights at a checkpoint, stops the run
+  with :class:`TrainingDiverged`; the last good checkpoint is kept;
+* progress: a tqdm bar (step, losses, images/s, time left), ``log.jsonl``,
+  sample grids in ``run/samples/``, TensorBoard when asked for and installed.
+
+At the end the final model is also written to the run folder itself, so
+``load_generator(run)`` reads it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from oncosynth.errors import ConfigError, OncosynthError
+from oncosynth.generators.base import Generator, latest_checkpoint
+from oncosynth.io import atomic_write, save_grid
+from oncosynth.runtime import make_manifest, resolve_device, seed_everything
+
+log = logging.getLogger("oncosynth.generators")
+
+TRAIN_STATE = "train_state.pt"
+
+
+class TrainingDiverged(OncosynthError):
+    """A loss or a weight became NaN/inf; the last good checkpoint is kept."""
+
+
+@dataclass
+class TrainingData:
+    """Training images as uint8 N×C×H×W (kept on CPU), int64 labels and class names."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    classes: list[str]
+    data_hash: str
+    source: str = ""
+
+    @property
+    def channels(self) -> int:
+        return int(self.images.shape[1])
+
+    @property
+    def native_size(self) -> int:
+        return int(max(self.images.shape[-2:]))
+
+
+def next_power_of_two(n: int) -> int:
+    return 1 << max(0, math.ceil(math.log2(max(n, 1))))
+
+
+def tensor_hash(images: torch.Tensor, labels: torch.Tensor) -> str:
+    digest = hashlib.sha256()
+    digest.update(images.contiguous().cpu().numpy().tobytes())
+    digest.update(labels.contiguous().cpu().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def prepare_data(data: Any, classes: list[str] | None = None, size: int | None = None,
+                 channels: int | None = None) -> TrainingData:
+    """Turn a Dataset / (images, labels, classes) tuple / TrainingData into uint8 tensors.
+
+    ``classes`` picks (and orders) the classes to train on; ``size`` resamples
+    the images to ``size``×``size``; ``channels`` converts grey <-> RGB.
+    """
+    if isinstance(data, TrainingData):
+        prepared = data
+    elif isinstance(data, tuple) and len(data) == 3:
+        images, labels, names = data
+        images = torch.as_tensor(images)
+        if images.dtype != torch.uint8:
+            images = (images.float().clamp(0, 1) * 255).round().to(torch.uint8)
+        labels = torch.as_tensor(labels, dtype=torch.long)
+        if images.ndim != 4 or len(images) != len(labels):
+            raise ConfigError(f"expected images N×C×H×W and N labels, got {tuple(images.shape)} and {tuple(labels.shape)}")
+        prepared = TrainingData(images, labels, list(names), tensor_hash(images, labels), "tensors")
+    else:
+        prepared = _from_dataset(data, size, channels)
+
+    if classes:
+        missing = [c for c in classes if c not in prepared.classes]
+        if missing:
+            raise ConfigError(f"--classes {missing} not in the data set's classes {prepared.classes}")
+        old = [prepared.classes.index(c) for c in classes]
+        keep = torch.isin(prepared.labels, torch.tensor(old))
+        remap = torch.full((len(prepared.classes),), -1, dtype=torch.long)
+        remap[torch.tensor(old)] = torch.arange(len(classes))
+        prepared = TrainingData(prepared.images[keep], remap[prepared.labels[keep]], list(classes),
+                                prepared.data_hash + ":" + ",".join(classes), prepared.source)
+    present = [c for i, c in enumerate(prepared.classes) if bool((prepared.labels == i).any())]
+    if len(prepared.images) == 0:
+        raise ConfigError(f"{prepared.source or 'training data'}: no images to train on")
+    if present != prepared.classes:
+        raise ConfigError(f"{prepared.source or 'training data'}: classes {sorted(set(prepared.classes) - set(present))} "
+                          f"have no training images; pick others with --classes")
+
+    images = prepared.images
+    if channels is not None and images.shape[1] != channels:
+        if images.shape[1] == 3 and channels == 1:
+            images = (images.float() * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)
+            images = images.round().clamp(0, 255).to(torch.uint8)
+        elif images.shape[1] == 1 and channels == 3:
+            images = images.expand(-1, 3, -1, -1).contiguous()
+        else:
+            raise ConfigError(f"cannot convert {images.shape[1]}-channel images to {channels} channels")
+    if size is not None and tuple(images.shape[-2:]) != (size, size):
+        images = resize_uint8(images, size)
+    if images is not prepared.images:
+        prepared = TrainingData(images, prepared.labels, prepared.classes,
+                                f"{prepared.data_hash}:{images.shape[1]}x{size}", prepared.source)
+    return prepared
+
+
+def resize_uint8(images: torch.Tensor, size: int, chunk: int = 256) -> torch.Tensor:
+    """Antialiased bilinear resampling of uint8 images, in chunks to bound memory."""
+    out = []
+    for start in range(0, len(images), chunk):
+        part = images[start:start + chunk].float()
+        part = F.interpolate(part, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+        out.append(part.round().clamp(0, 255).to(torch.uint8))
+    return torch.cat(out)
+
+
+def _from_dataset(dataset: Any, size: int | None, channels: int | None) -> TrainingData:
+    try:
+        from oncosynth.data import Dataset, cached_tensors, load_images
+    except ImportError as exc:  # the data layer is a sibling package; say clearly if it is missing
+        raise ConfigError(f"cannot read a data set: oncosynth.data is unavailable ({exc})") from None
+    if not isinstance(dataset, Dataset):
+        raise ConfigError(f"training data must be an oncosynth Dataset, an (images, labels, classes) tuple "
+                          f"or TrainingData, not {type(dataset).__name__}")
+    if "train" in dataset.splits:
+        dataset = dataset.split("train")
+    if len(dataset) == 0:
+        raise ConfigError(f"{dataset.root}: the data set has no images")
+    if size is None or channels is None:
+        probe = load_images(dataset.subset(dataset.records[:1]))
+        channels = channels or int(probe.shape[1])
+        size = size or int(max(probe.shape[-2:]))
+    images, labels = cached_tensors(dataset, size, channels)
+    uids = sorted(f"{r.uid}|{r.label}" for r in dataset.records)
+    digest = hashlib.sha256("\n".join(uids).encode()).hexdigest()[:16]
+    return TrainingData(images, labels.long(), list(dataset.classes), f"{digest}:{channels}x{size}",
+                        str(dataset.root))
+
+
+# ---------------------------------------------------------------- the loop ----
+def run_training(gen: Generator, data: Any, run_folder: str | Path, steps: int, *,
+                 batch_size: int | None = None, seed: int = 0, device: str = "auto",
+                 resume: bool = True, checkpoint_every: int | None = None, sample_every: int | None = None,
+                 log_every: int = 10, tensorboard: bool = False, progress: bool = True,
+                 classes: list[str] | None = None, keep_checkpoints: int = 2) -> Generator:
+    """Train ``gen`` until it has taken ``steps`` steps, checkpointing into ``run_folder``."""
+    run = Path(run_folder)
+    if steps < 1:
+        raise ConfigError(f"steps must be >= 1, not {steps}")
+    batch_size = int(batch_size or gen.config.get("batch_size", 16))
+    checkpoint_every = int(checkpoint_every or max(1, min(steps, 500)))
+    writer = _tensorboard_writer(run) if tensorboard else None  # fail before any work
+
+    latest = latest_checkpoint(run)
+    if latest is not None and not resume:
+        raise ConfigError(f"{run} already holds a training run (checkpoint {latest.name}); "
+                          f"resume it or choose another --out (nothing was overwritten)")
+
+    # Data first: its size, channels and classes fix the networks.
+    target = gen.config.get("size")
+    if target is not None:
+        gen.check_size(int(target))
+    prepared = prepare_data(data, classes=classes or None, channels=gen.config.get("channels"))
+    if target is None:
+        target = next_power_of_two(prepared.native_size)
+        if target != prepared.native_size:
+            log.warning("%s: images are %d px; resampled to %d px (the model needs a power of two)",
+                        gen.name, prepared.native_size, target)
+        target = max(target, 32)
+    prepared = prepare_data(prepared, size=int(target))
+
+    device_t = resolve_device(device)
+    gen.device = device_t
+    seed_everything(seed)
+    gen.configure(prepared.classes, prepared.channels, int(target))
+    config = gen.checkpoint_config()
+    run_config = {"method": gen.name, "preset": gen.preset, "config": gen.config, "classes": gen.classes,
+                  "channels": gen.channels, "size": gen.size, "batch_size": batch_size, "seed": seed}
+    manifest = make_manifest(config["kind"], run_config, seed=seed, data_hash=prepared.data_hash,
+                             data_source=prepared.source, n_train=len(prepared.images))
+
+    if latest is not None:
+        _resume_from(gen, latest, run_config, prepared.data_hash, device_t)
+        log.info("%s: resuming from %s", gen.name, latest)
+    else:
+        run.mkdir(parents=True, exist_ok=True)
+    gen.manifest = manifest
+
+    images, labels = prepared.images, prepared.labels
+    if device_t.type == "cuda" and images.numel() < 2**31:
+        images, labels = images.to(device_t), labels.to(device_t)
+    grid_z = torch.randn(len(gen.classes) * 8, gen.z_dim, generator=torch.Generator().manual_seed(seed + 12345))
+    grid_labels = torch.arange(len(gen.classes)).repeat_interleave(8)
+
+    bar = _progress_bar(steps, gen.step, gen.name) if progress else None
+    last_good = latest.name if latest is not None else None
+    window_start, window_steps = time.perf_counter(), 0
+    img_per_s = float("nan")
+    try:
+        while gen.step < steps:
+            idx = torch.randint(len(images), (batch_size,)).to(images.device)
+            reals = images[idx].to(device_t, non_blocking=True).float() / 127.5 - 1
+            losses = gen.train_step(reals, labels[idx].to(device_t))
+            gen.step += 1
+            window_steps += 1
+            bad = {k: v for k, v in losses.items() if not math.isfinite(v)}
+            if bad:
+                raise TrainingDiverged(_diverged_message(gen, f"loss {bad}", run, last_good))
+
+            if gen.step % log_every == 0 or gen.step == steps:
+                elapsed = time.perf_counter() - window_start
+                img_per_s = window_steps * batch_size / max(elapsed, 1e-9)
+                eta = (steps - gen.step) * batch_size / img_per_s
+                record = {"step": gen.step, **{k: round(v, 5) for k, v in losses.items()},
+                          "img_per_s": round(img_per_s, 2), "eta_s": round(eta, 1)}
+                _append_log(run / "log.jsonl", record)
+                if writer is not None:
+                    for key, value in losses.items():
+                        writer.add_scalar(f"loss/{key}", value, gen.step)
+                    writer.add_scalar("speed/img_per_s", img_per_s, gen.step)
+                window_start, window_steps = time.perf_counter(), 0
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix({**{k: f"{v:.3f}" for k, v in losses.items()}, "img/s": f"{img_per_s:.1f}"})
+
+            if gen.step % checkpoint_every == 0 or gen.step == steps:
+                if not _weights_finite(gen):
+                    raise TrainingDiverged(_diverged_message(gen, "NaN/inf weights", run, last_good))
+                last_good = _write_checkpoint(gen, run, manifest, keep_checkpoints).name
+            if sample_every and (gen.step % sample_every == 0 or gen.step == steps):
+                grid = _sample_grid(gen, grid_z, grid_labels)
+                save_grid(grid, run / "samples" / f"step-{gen.step:07d}.png", nrow=8)
+                if writer is not None:
+                    writer.add_images("samples", grid, gen.step)
+    finally:
+        if bar is not None:
+            bar.close()
+        if writer is not None:
+            writer.close()
+
+    gen.save(run, manifest)
+    return gen
+
+
+def _diverged_message(gen: Generator, what: str, run: Path, last_good: str | None) -> str:
+    kept = (f"the last good checkpoint ({run / 'checkpoints' / last_good}) is kept; resume from it with a lower "
+            f"learning rate or another seed" if last_good else "no checkpoint had been written yet")
+    return f"{gen.name}: training diverged at step {gen.step} ({what}); {kept}"
+
+
+def _weights_finite(gen: Generator) -> bool:
+    return all(bool(torch.isfinite(t).all()) for t in gen.state_tensors().values() if t.is_floating_point())
+
+
+def _write_checkpoint(gen: Generator, run: Path, manifest: dict[str, Any], keep: int) -> Path:
+    folder = run / "checkpoints" / f"step-{gen.step:07d}"
+    if folder.exists():  # a half-written folder from a killed run
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    state = {"step": gen.step, "torch_rng": torch.get_rng_state(),
+             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+             "generator": gen.training_state()}
+    with atomic_write(folder / TRAIN_STATE) as handle:
+        torch.save(state, handle)
+    gen.save(folder, manifest)  # config.json is written last: it marks the checkpoint complete
+    done = sorted(p for p in (run / "checkpoints").glob("step-*") if (p / "config.json").is_file())
+    for old in done[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return folder
+
+
+def _resume_from(gen: Generator, folder: Path, run_config: dict[str, Any], data_hash: str,
+                 device: torch.device) -> None:
+    from oncosynth.checkpoint import load_checkpoint
+
+    tensors, config, manifest = load_checkpoint(folder, kind="generator/" + gen.name, device="cpu")
+    saved = manifest.get("config", {})
+    changed = sorted(k for k in run_config if k != "seed" and saved.get(k) != json.loads(json.dumps(run_config[k])))
+    if changed:
+        raise ConfigError(f"{folder.parent.parent}: the run was started with other settings ({changed}); "
+                          f"resume with the same ones or choose another --out (nothing was overwritten)")
+    if manifest.get("data_hash") != data_hash:
+        raise ConfigError(f"{folder.parent.parent}: the run was trained on other data "
+                          f"(hash {manifest.get('data_hash')} vs {data_hash}); choose another --out")
+    gen.load_state_tensors(tensors, where=str(folder))
+    gen.to(device)
+    state = torch.load(folder / TRAIN_STATE, map_location="cpu", weights_only=True)
+    gen.step = int(state["step"])
+    gen.load_training_state(state["generator"])
+    torch.set_rng_state(state["torch_rng"])
+    if device.type == "cuda" and state["cuda_rng"]:
+        torch.cuda.set_rng_state_all(state["cuda_rng"])
+
+
+@torch.no_grad()
+def _sample_grid(gen: Generator, z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    nets = gen.networks()
+    modes = {k: n.training for k, n in nets.items()}
+    for net in nets.values():
+        net.eval()
+    try:
+        with torch.random.fork_rng(devices=[gen.device] if gen.device.type == "cuda" else []):
+            images = gen.generate(z.to(gen.device), labels.to(gen.device))  # must not move the training RNG
+    finally:
+        for k, net in nets.items():
+            net.train(modes[k])
+    return ((images.float().cpu() + 1) / 2).clamp(0, 1)
+
+
+def _append_log(path: Path, record: dict[str, Any]) -> None:
+    with open(path, "a") as handle:
+        handle.write(json.dumps(record) + "\n")
+
+
+def _progress_bar(total: int, initial: int, name: str):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, desc=f"train {name}", unit="step", dynamic_ncols=True)
+
+
+def _tensorboard_writer(run: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise ConfigError("TensorBoard logging was asked for, but the 'tensorboard' package is not installed "
+                          "(pip install tensorboard), or leave out --tensorboard") from None
+    return SummaryWriter(log_dir=str(run / "tensorboard"))
