@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -112,10 +113,12 @@ def _fraction_figure(test: str, rows: list[dict]) -> str:
         x, mean, std = (np.array(v) for v in zip(*points))
         ax.errorbar(x * (1 + 0.02 * (index - len(variants) / 2)), mean, yerr=std, marker="o", capsize=4,
                     label=variant)
-    ax.set_xscale("log")
     fractions = sorted({r["fraction"] for r in rows})
+    if len(fractions) > 1:
+        ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.set_xticks(fractions, [f"{f:g}" for f in fractions])
-    ax.set(xlabel="fraction of the training split (log scale)", ylabel="test AUROC (mean ± std over seeds)",
+    ax.set(xlabel="fraction of the training split" + (" (log scale)" if len(fractions) > 1 else ""), ylabel="test AUROC (mean ± std over seeds)",
            title=f"AUROC against data fraction on '{test}'")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
