@@ -154,6 +154,7 @@ def _scope_indices(real: ImageSet, synthetic: ImageSet) -> dict[str, tuple[np.nd
 def evaluate(real: Any, synthetic: Any, train: Any = None, feature_net: Any = DEFAULT_FEATURE_NET,
              out: str | Path | None = None, size: int | None = None, label_from_name: bool = False,
              compute_frd: bool = True, frd_method: str = "fast", frd_workers: int | None = None,
+             frd_max_images: int | None = None,
              threshold: float = mem_lib.DEFAULT_THRESHOLD, kid_subsets: int = 100, kid_subset_size: int = 1000,
              prdc_k: int = 5, diversity_pairs: int = 1000, device: str = "auto", seed: int = 0,
              feature_input_size: int | None = None, progress: bool = True) -> dict:
@@ -164,6 +165,8 @@ def evaluate(real: Any, synthetic: Any, train: Any = None, feature_net: Any = DE
     ``label_from_name`` applies to the synthetic set given as a folder (class
     from the file name's last '_' token, as in the MCGAN release).
     ``feature_net``: a spec for ``oncosynth.features.create_feature_net`` or a built net.
+    ``frd_max_images``: FRD (PyRadiomics, ~0.2 s per image per core) on a seeded random
+    subset of at most this many images per set; None uses every image.
     Returns the metrics dict (also written to ``out/metrics.json`` when ``out`` is given).
     """
     from oncosynth.features import create_feature_net, extract_features
@@ -190,7 +193,8 @@ def evaluate(real: Any, synthetic: Any, train: Any = None, feature_net: Any = DE
     frd_features = None
     if compute_frd:
         with timer("frd"):
-            frd_features = _frd_features(real_set, synth_set, frd_method, frd_workers, progress, results)
+            frd_features = _frd_features(real_set, synth_set, frd_method, frd_workers, progress, results,
+                                         frd_max_images, seed, notes)
     for scope, (ri, si) in scopes.items():
         row: dict[str, Any] = {"n_real": int(len(ri)), "n_synthetic": int(len(si))}
         fr, fs = feats["real"][ri], feats["synthetic"][si]
@@ -228,7 +232,8 @@ def evaluate(real: Any, synthetic: Any, train: Any = None, feature_net: Any = DE
 
     config = {"feature_net": net.name, "size": size, "channels": channels, "frd_method": frd_method if compute_frd else None,
               "kid_subsets": kid_subsets, "kid_subset_size": kid_subset_size, "prdc_k": prdc_k,
-              "memorisation_threshold": threshold, "diversity_pairs": diversity_pairs}
+              "frd_max_images": frd_max_images, "memorisation_threshold": threshold,
+              "diversity_pairs": diversity_pairs}
     data_hash = hash_strings([s.role + ":" + src for s in sets for src in s.sources])
     metrics = {
         "feature_net": net.name,
@@ -259,22 +264,39 @@ def _guard(compute, overall: bool) -> dict:
 
 
 def _frd_features(real: ImageSet, synth: ImageSet, method: str, workers: int | None, progress: bool,
-                  results: dict) -> tuple[np.ndarray, np.ndarray] | None:
-    """Radiomics features for both sets (written as 8-bit PNGs at the common size)."""
+                  results: dict, max_images: int | None, seed: int,
+                  notes: list[str]) -> tuple[np.ndarray, np.ndarray] | None:
+    """Radiomics features for both sets (written as 8-bit PNGs at the common size).
+
+    Rows of images left out by ``max_images`` are NaN, which the FRD statistics drop.
+    """
     import tempfile
 
+    rng = np.random.default_rng(seed)
+    picks = []
+    for s in (real, synth):
+        n = len(s)
+        keep = np.arange(n) if not max_images or n <= max_images else np.sort(rng.choice(n, max_images, replace=False))
+        if len(keep) < n:
+            notes.append(f"FRD computed on a random subset of {len(keep)} of {n} {s.role} images")
+        picks.append(keep)
     with tempfile.TemporaryDirectory(prefix="oncosynth-frd-") as tmp:
         folders = []
-        for s in (real, synth):
+        for s, keep in zip((real, synth), picks):
             folder = Path(tmp) / s.role
-            frd_lib.write_png_folder(s.images, folder)
+            frd_lib.write_png_folder(s.images[torch.as_tensor(keep)], folder)
             folders.append(folder)
         if method == "package":
             # the package computes one overall value; per class needs the fast path's features
             results["overall"] = frd_lib.frd_package(folders[0], folders[1], workers=workers or 1).to_json()
             return None
-        return (frd_lib.radiomics_features(frd_lib.image_files(folders[0]), workers or 1, progress),
-                frd_lib.radiomics_features(frd_lib.image_files(folders[1]), workers or 1, progress))
+        features = []
+        for s, keep, folder in zip((real, synth), picks, folders):
+            extracted = frd_lib.radiomics_features(frd_lib.image_files(folder), workers or 1, progress)
+            full = np.full((len(s), extracted.shape[1]), np.nan)
+            full[keep] = extracted
+            features.append(full)
+        return features[0], features[1]
 
 
 # ------------------------------------------------------------------------ outputs
