@@ -59,7 +59,7 @@ def selection_score(labels: np.ndarray, probs: np.ndarray, positive: int, metric
 def youden_threshold(y: np.ndarray, score: np.ndarray) -> float:
     """The score threshold maximising sensitivity + specificity - 1 (predict positive when score >= t)."""
     y, score = np.asarray(y), np.asarray(score, dtype=np.float64)
-    candidates = np.unique(score)
+    candidates = np.unique(score)[::-1]  # descending: ties go to the highest (most specific) threshold
     if len(candidates) == 1 or y.sum() in (0, len(y)):
         return 0.5
     positive = score[None, :] >= candidates[:, None]

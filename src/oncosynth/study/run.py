@@ -313,7 +313,7 @@ def _write_predictions(path: Path, uids: list[str], labels: np.ndarray, probs: n
         writer = csv.writer(handle)
         writer.writerow(["uid", "label", *[f"p_{c}" for c in classes]])
         for uid, label, row in zip(uids, labels, probs):
-            writer.writerow([uid, classes[int(label)], *[f"{p:.6f}" for p in row]])
+            writer.writerow([uid, classes[int(label)], *[repr(float(p)) for p in row]])
 
 
 def read_predictions(path: Path, classes: list[str]) -> tuple[np.ndarray, np.ndarray]:
