@@ -7,7 +7,6 @@ import itertools
 import numpy as np
 import pytest
 import torch
-from scipy import linalg
 
 from oncosynth.errors import DataError
 from oncosynth.metrics import diversity, fidelity

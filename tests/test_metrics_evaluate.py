@@ -66,8 +66,13 @@ def test_evaluate_with_frd_per_class(phantom):
     from oncosynth.data import load_dataset
 
     ds = load_dataset(phantom)
-    metrics = evaluate(ds.split("test"), ds.split("val"), feature_net="random-cnn:0", progress=False,
-                       kid_subsets=2, size=64)
+
+    def five_per_class(split):
+        part = ds.split(split)
+        return part.subset([r for c in ds.classes for r in [x for x in part.records if x.label == c][:5]])
+
+    metrics = evaluate(five_per_class("test"), five_per_class("val"), feature_net="random-cnn:0",
+                       progress=False, kid_subsets=2, size=64, prdc_k=2)
     for scope, row in metrics["results"].items():
         assert row["frd_method"] == "fast" and row["frd"] is not None, scope
     assert "real images resampled from 32×32 to 64×64 (bilinear, antialiased)" in metrics["notes"]

@@ -307,6 +307,10 @@ def _random_cnn(arg: str, device: torch.device, input_size: int | None) -> Featu
     generator_state = torch.random.get_rng_state()
     torch.manual_seed(seed)
     model = SmallCNN(in_chans=1, width=8, dim=32)
+    for module in model.modules():  # He init keeps activations at unit scale through the blocks
+        if isinstance(module, (nn.Conv2d, nn.Linear)):
+            nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
+            nn.init.zeros_(module.bias)
     torch.random.set_rng_state(generator_state)
     return SmallCNNFeatures(model, f"random-cnn[seed={seed}]", input_size)
 

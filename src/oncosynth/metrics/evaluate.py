@@ -15,12 +15,13 @@ It writes ``metrics.json`` (numbers + manifest + notes), ``memorisation.csv``
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -124,20 +125,18 @@ def _resize(x: torch.Tensor, size: int, channels: int) -> torch.Tensor:
 
 
 class _Timer:
+    """Seconds per named step, summed over repeated blocks (``with timer("fid"): ...``)."""
+
     def __init__(self):
         self.seconds: dict[str, float] = {}
 
+    @contextlib.contextmanager
     def __call__(self, name: str):
-        timer = self
-
-        class _Block:
-            def __enter__(self):
-                self.start = time.perf_counter()
-
-            def __exit__(self, *exc):
-                timer.seconds[name] = timer.seconds.get(name, 0.0) + time.perf_counter() - self.start
-
-        return _Block()
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
 
 
 def _scope_indices(real: ImageSet, synthetic: ImageSet) -> dict[str, tuple[np.ndarray, np.ndarray]]:

@@ -129,8 +129,7 @@ def frd_package(folder_a: str | Path, folder_b: str | Path, workers: int | None 
 
 # --------------------------------------------------------------------- fast path
 _EXTRACTOR = None
-_CACHE: dict[str, np.ndarray] = {}
-_FEATURE_NAMES: list[str] = []
+_CACHE: dict[str, np.ndarray] = {}  # sha1 of image file bytes -> feature vector
 
 
 def _init_worker() -> None:
@@ -139,13 +138,11 @@ def _init_worker() -> None:
     _EXTRACTOR = frd_module.get_feature_extractor(frd_module.FRD_VERSION_V1, image_dim=2)
 
 
-def _extract_one(path: str) -> tuple[list[float], list[str]] | None:
+def _extract_one(path: str) -> list[float] | None:
     frd_module = _frd()
     result = frd_module.process_image_mask_pair((path, None), feature_extractor=_EXTRACTOR,
                                                 frd_version=frd_module.FRD_VERSION_V1)
-    if result is None:
-        return None
-    return result[0], list(result[1].keys())
+    return None if result is None else result[0]
 
 
 def _content_key(path: Path) -> str:
@@ -154,7 +151,6 @@ def _content_key(path: Path) -> str:
 
 def radiomics_features(files: Sequence[str | Path], workers: int = 1, progress: bool = False) -> np.ndarray:
     """PyRadiomics v1 features (N×F) for image files, cached per file content in this process."""
-    global _FEATURE_NAMES
     files = [Path(f) for f in files]
     keys = [_content_key(f) for f in files]
     todo = sorted({k: str(f) for k, f in zip(keys, files) if k not in _CACHE}.items())
@@ -172,8 +168,7 @@ def radiomics_features(files: Sequence[str | Path], workers: int = 1, progress: 
         for (key, path), result in zip(todo, results):
             if result is None:
                 raise DataError(path, "PyRadiomics could not extract features")
-            _CACHE[key] = np.asarray(result[0], dtype=np.float64)
-            _FEATURE_NAMES = result[1]
+            _CACHE[key] = np.asarray(result, dtype=np.float64)
     return np.stack([_CACHE[k] for k in keys])
 
 
