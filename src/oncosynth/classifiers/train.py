@@ -247,6 +247,8 @@ def _make_private(model: Classifier, optimizer, images, labels, config: TrainCon
     dataset = torch.utils.data.TensorDataset(images, labels)
     loader = torch.utils.data.DataLoader(dataset, batch_size=config.batch_size, shuffle=False)
     engine = PrivacyEngine(accountant="rdp")
+    # opacus hooks the first layer, whose input (the images) needs no gradient: torch warns, harmlessly
+    warnings.filterwarnings("ignore", message="Full backward hook is firing when gradients are computed")
     module = model.head if model.freeze_backbone else model
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*Secure RNG turned off.*")

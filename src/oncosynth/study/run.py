@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import json
 import re
 import time
 from dataclasses import dataclass, field
@@ -236,6 +237,15 @@ def synthetic_for_cell(prepared: Prepared, arm: ArmConfig, real_labels: torch.Te
     return store["images"][chosen], store["labels"][chosen]
 
 
+def cell_fingerprint(config: StudyConfig, cell: Cell) -> str:
+    """Everything that decides a cell's result; a resumed study refuses cells made differently."""
+    parts = {"data": config.data.model_dump(mode="json"), "model": config.model.model_dump(mode="json"),
+             "train": config.train.model_dump(mode="json"), "arm": cell.arm.model_dump(mode="json"),
+             "dp": config.dp.model_dump(mode="json") if cell.epsilon is not None else None,
+             "epsilon": cell.epsilon, "fraction": cell.fraction, "seed": cell.seed}
+    return hash_strings([json.dumps(parts, sort_keys=True)])
+
+
 # ------------------------------------------------------------ one cell ----
 def run_cell(config: StudyConfig, prepared: Prepared, cell: Cell, folder: Path, device: torch.device,
              on_epoch=None) -> dict:
@@ -292,7 +302,7 @@ def run_cell(config: StudyConfig, prepared: Prepared, cell: Cell, folder: Path, 
         save_classifier(model, folder / "model", manifest=make_manifest(
             "classifier", config.model.model_dump(), cell.seed, prepared.data_hash, cell=cell.id))
     record = {
-        "cell": cell.id, "arm": cell.arm.name, "kind": kind, "variant": cell.variant, "epsilon": cell.epsilon,
+        "cell": cell.id, "fingerprint": cell_fingerprint(config, cell), "arm": cell.arm.name, "kind": kind, "variant": cell.variant, "epsilon": cell.epsilon,
         "fraction": cell.fraction, "seed": cell.seed, "threshold": threshold, "metrics": metrics,
         "train": {"best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
                   "val_score": result.best_score, "epsilon_spent": result.epsilon_spent,
@@ -409,9 +419,11 @@ def run_study(config: StudyConfig | str | Path, out: str | Path = "study-out", d
         folder = out / "cells" / cell.id
         marker = folder / "metrics.json"
         if marker.is_file():
-            import json
-
-            records.append(json.loads(marker.read_text()))
+            record = json.loads(marker.read_text())
+            if record.get("fingerprint", cell_fingerprint(config, cell)) != cell_fingerprint(config, cell):
+                raise ConfigError(f"{folder} was computed with other settings than this config; "
+                                  "use another --out folder or delete that cell")
+            records.append(record)
             continue
 
         def on_epoch(info: dict, cell=cell, number=number) -> None:
