@@ -67,13 +67,13 @@ class Difficulty:
 
 
 DIFFICULTIES: dict[str, Difficulty] = {
-    "easy": Difficulty(contrast=0.25, irregularity_gap=0.75, irregularity_spread=0.10,
+    "easy": Difficulty(contrast=0.27, irregularity_gap=0.80, irregularity_spread=0.10,
                        benign_radius=0.17, malignant_radius=0.27, radius_spread=0.04,
                        noise=0.003, calcification_prob=0.6),
-    "medium": Difficulty(contrast=0.20, irregularity_gap=0.60, irregularity_spread=0.14,
+    "medium": Difficulty(contrast=0.22, irregularity_gap=0.66, irregularity_spread=0.14,
                          benign_radius=0.20, malignant_radius=0.25, radius_spread=0.045,
                          noise=0.005, calcification_prob=0.4),
-    "hard": Difficulty(contrast=0.15, irregularity_gap=0.38, irregularity_spread=0.17,
+    "hard": Difficulty(contrast=0.17, irregularity_gap=0.45, irregularity_spread=0.17,
                        benign_radius=0.21, malignant_radius=0.24, radius_spread=0.05,
                        noise=0.008, calcification_prob=0.25),
 }
@@ -278,8 +278,8 @@ def _patient_traits(rng: np.random.Generator, label: str, config: PhantomConfig)
         "density": rng.beta(2.0, 2.0),
         "beta": rng.uniform(3.0, 3.5),
         "orientation": rng.uniform(0, np.pi),
-        "anisotropy": rng.uniform(0.3, 1.8),
-        "strands": rng.uniform(3, 14),
+        "anisotropy": rng.uniform(0.8, 2.0),
+        "strands": rng.uniform(4, 14),
         "edge": rng.random() < 0.08,
         "edge_angle": rng.uniform(0, 2 * np.pi),
         "edge_offset": rng.uniform(0.25, 0.5),
@@ -313,7 +313,7 @@ def render_view(rng: np.random.Generator, traits: dict, size: int, noise: float)
     image = tissue_background(rng, size, traits["density"], traits["beta"],
                               traits["orientation"] + view_turn, traits["anisotropy"])
     n_strands = int(rng.poisson(traits["strands"]))
-    image = image + 0.03 * strands(rng, size, traits["orientation"] + view_turn, n_strands, max(0.6, size / 90))
+    image = image + 0.045 * strands(rng, size, traits["orientation"] + view_turn, n_strands, max(0.6, size / 90))
     if "irregularity" in traits:
         centre = tuple(rng.normal(0, size * 0.07, 2))
         radius = traits["radius"] * size * rng.uniform(0.9, 1.1)
