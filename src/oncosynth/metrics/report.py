@@ -116,6 +116,8 @@ def render_evaluation(metrics: dict, sets: list, memo_raw: dict | None) -> str:
             f"{memo['threshold']} × the typical real nearest-neighbour distance (other patients) "
             f"and are flagged as probable copies.", "note" if memo["n_flagged"] else None),
             html.table(rows, caption="Nearest-training-image distances per space"),
+            html.table([{"class": c, "synthetic images": v["n"], "flagged": v["n_flagged"]}
+                        for c, v in memo.get("per_class", {}).items()], caption="Flagged per class"),
             html.figure(_ratio_histograms(memo_raw), caption="Ratios below the dashed line are flagged")]
         pairs, n, captions = _closest_pairs(memo_raw, synth.images, train.images, train.patients)
         body.append(html.image_grid(pairs, nrow=n, caption="Closest pairs: synthetic (top row) and "
