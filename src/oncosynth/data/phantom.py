@@ -69,13 +69,13 @@ class Difficulty:
 DIFFICULTIES: dict[str, Difficulty] = {
     "easy": Difficulty(contrast=0.27, irregularity_gap=0.80, irregularity_spread=0.10,
                        benign_radius=0.17, malignant_radius=0.27, radius_spread=0.04,
-                       noise=0.003, calcification_prob=0.6),
+                       noise=0.003, calcification_prob=0.4),
     "medium": Difficulty(contrast=0.22, irregularity_gap=0.66, irregularity_spread=0.14,
                          benign_radius=0.20, malignant_radius=0.25, radius_spread=0.045,
-                         noise=0.005, calcification_prob=0.4),
+                         noise=0.005, calcification_prob=0.25),
     "hard": Difficulty(contrast=0.17, irregularity_gap=0.45, irregularity_spread=0.17,
                        benign_radius=0.21, malignant_radius=0.24, radius_spread=0.05,
-                       noise=0.008, calcification_prob=0.25),
+                       noise=0.008, calcification_prob=0.15),
 }
 
 
