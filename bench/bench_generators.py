@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from oncosynth.data import cached_tensors, load_dataset
-from oncosynth.generators import create_generator, latest_checkpoint
+from oncosynth.generators import create_generator, generate_images, latest_checkpoint, load_generator
 from oncosynth.io import save_grid, write_json
 
 HERE = Path(__file__).resolve().parent
@@ -42,6 +42,10 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--sample-n", type=int, default=256, help="Images per class for the sampling timing")
+    ap.add_argument("--evaluate", type=int, default=0,
+                    help="After training: generate this many images per class and score them (FRD, FID on a "
+                         "random CNN) against the test split, next to as many of --peer's images")
+    ap.add_argument("--peer", default=None, help="Folder of the peer's synthetic images (class in file name)")
     args = ap.parse_args()
 
     torch.set_num_threads(args.threads)
@@ -57,6 +61,8 @@ def main() -> None:
         steps = int(latest.name.split("-")[1])
     train_seconds = 0.0
     train_steps = 0
+    if args.minutes <= 0:  # no training: benchmark the run as it is
+        gen = load_generator(run)
     while time.perf_counter() - start < args.minutes * 60:
         gen = create_generator(args.method, preset=args.preset, **options)
         t0 = time.perf_counter()
@@ -93,8 +99,36 @@ def main() -> None:
         "params_G": sum(p.numel() for p in gen.G.parameters()),
         "params_D": sum(p.numel() for p in gen.D.parameters()),
     }
+    if args.evaluate:
+        result["evaluation"] = evaluate_samples(run, dataset, gen.classes, args.evaluate, args.peer)
     write_json(run / "result.json", result)
     print(json.dumps(result, indent=2))
+
+
+def evaluate_samples(run: Path, dataset, classes: list[str], n: int, peer: str | None) -> dict:
+    """FRD / FID(random CNN) of n samples per class, and of n peer images per class, against the test split."""
+    import shutil
+
+    from oncosynth.metrics.evaluate import evaluate
+
+    out = run / f"samples-{n}"
+    shutil.rmtree(out, ignore_errors=True)
+    t0 = time.perf_counter()
+    generate_images(run, out, n, classes, seed=10_000)
+    test = dataset.split("test")
+    scores = {}
+    sets = {"ours": out}
+    if peer:
+        peer_set = load_dataset(peer, label_from_name=True)
+        keep = [r for c in classes for r in [r for r in peer_set.records if r.label == c][:n]]
+        sets["peer"] = peer_set.subset(keep)
+    for name, synthetic in sets.items():
+        metrics = evaluate(test, synthetic, feature_net="random-cnn:0", out=run / f"eval-{name}",
+                           label_from_name=True, progress=False, frd_workers=1)
+        overall = metrics["results"]["overall"]
+        scores[name] = {k: overall.get(k) for k in ("frd", "fid", "kid", "precision", "recall", "ms_ssim_synthetic")}
+    scores["seconds"] = round(time.perf_counter() - t0, 1)
+    return scores
 
 
 if __name__ == "__main__":

@@ -26,14 +26,14 @@ __all__ = [
 ]
 
 
-def demo_train(data: Any, run_folder: str | Path, seed: int = 0, steps: int = 300,
+def demo_train(data: Any, run_folder: str | Path, seed: int = 0, steps: int = 200,
                progress: bool = True) -> Generator:
     """Train the demo's small conditional GAN (MCGAN, width 16, 64 px) — about 1-2 minutes on 2 CPU cores.
 
     ``data`` is a Dataset (e.g. the phantom) or an (images, labels, classes) tuple.
     """
-    gen = create_generator("cdcgan", width=16, size=64, batch_size=32)
-    return gen.fit(data, run_folder, steps=steps, seed=seed, checkpoint_every=100, sample_every=100,
+    gen = create_generator("cdcgan", width=16, size=64, batch_size=16)
+    return gen.fit(data, run_folder, steps=steps, seed=seed, checkpoint_every=50, sample_every=50,
                    progress=progress)
 
 
