@@ -180,6 +180,8 @@ def test_dp_sgd_spends_the_target_epsilon_with_a_trainable_resnet(tmp_path):
     assert 0.75 * 6.0 <= result.epsilon_spent <= 1.05 * 6.0
     assert not any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
     assert any(isinstance(m, nn.GroupNorm) for m in model.modules())
+    keys = list(model.state_dict())
+    assert list(model.prepare_for_dp().state_dict()) == keys  # idempotent
     save_classifier(model, tmp_path / "dp-model")  # the DP layout is rebuilt on load
     x = torch.rand(2, 1, 16, 16)
     assert torch.allclose(model.eval()(x), load_classifier(tmp_path / "dp-model")(x), atol=1e-6)

@@ -101,6 +101,8 @@ class Classifier(nn.Module):
         """
         from opacus.validators import ModuleValidator
 
+        if self.config.get("dp_layout"):
+            return self
         self.backbone = ModuleValidator.fix(self.backbone)
         for module in self.backbone.modules():
             if hasattr(module, "inplace"):

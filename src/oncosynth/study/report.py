@@ -42,6 +42,8 @@ def _fmt(mean: float | None, std: float | None = None, low: float | None = None,
 def _table_rows(rows: list[dict], classes: list[str]) -> list[dict[str, Any]]:
     out = []
     for r in rows:
+        if r["seeds"] < 2:  # no spread to show from one seed
+            r = {k: (None if k.endswith("_std") else v) for k, v in r.items()}
         item: dict[str, Any] = {
             "arm": r["variant"], "fraction": f"{r['fraction']:g}", "seeds": r["seeds"],
             "AUROC mean ± std [95% CI]": _fmt(r["auroc_mean"], r["auroc_std"], r["auroc_low"], r["auroc_high"]),
@@ -166,7 +168,7 @@ def write_report(path: Path, config: "StudyConfig", prepared: "Prepared", record
                   f"{', frozen backbone' if config.model.freeze_backbone else ''}. "
                   f"Training: {config.train.epochs} epochs, batch {config.train.batch_size}, lr {config.train.lr}, "
                   f"selection on validation {config.train.select_on.upper()}."),
-        paragraph(f"{len(records)} cells: arms {[a.name for a in config.arms]} × fractions {config.fractions} × "
+        paragraph(f"{len(records)} cell{'s' if len(records) != 1 else ''}: arms {[a.name for a in config.arms]} × fractions {config.fractions} × "
                   f"seeds {config.seeds}" + (f" × DP ε {config.dp.epsilons} (δ={config.dp.delta:g}, "
                                                f"clip {config.dp.max_grad_norm:g})" if dp_used else "") + "."),
         paragraph("Numbers are mean ± standard deviation over seeds; brackets hold the 95% bootstrap interval of "
