@@ -43,6 +43,8 @@ def _check(train, train_patients, held_out, feature_fn=None):
     result = memorisation(synthetic, train, train_patients, **kwargs)
     assert result["flagged"][:10].all(), result["ratios"][:10]
     assert not result["flagged"][10:].any(), result["ratios"][10:].min(axis=0)
+    for space in result["spaces"]:  # the cutoff is the threshold, capped by the closest real pair
+        assert space.cutoff == min(DEFAULT_THRESHOLD, float(space.reference_ratios.min()))
     pixel = result["spaces"][0]
     assert np.array_equal(pixel.index[:5], picks[:5].numpy())  # exact copies find their source
     summary = summarise(result, [f"t{i}" for i in range(len(train))], train_patients,

@@ -54,7 +54,8 @@ def _ratio_histograms(memo_raw: dict):
                 label="real train → other patient", color="#4a7bb7")
         ax.hist(np.clip(r.ratio, 0, upper), bins=bins, alpha=0.55, density=True,
                 label="synthetic → nearest train", color="#e0803a")
-        ax.axvline(memo_raw["threshold"], color="#b3202a", linestyle="--", label=f"threshold {memo_raw['threshold']}")
+        ax.axvline(memo_raw["threshold"], color="#b3202a", linestyle=":", label=f"threshold {memo_raw['threshold']}")
+        ax.axvline(r.cutoff, color="#b3202a", linestyle="--", label=f"cutoff {r.cutoff:.3g}")
         ax.set_title(f"nearest-neighbour ratio ({r.name})")
         ax.set_xlabel("distance / median real-to-real NN distance")
         ax.legend(fontsize=8)
@@ -112,13 +113,14 @@ def render_evaluation(metrics: dict, sets: list, memo_raw: dict | None) -> str:
         rows = [{"space": name, **{k: v for k, v in s.items()}} for name, s in memo["spaces"].items()]
         body = [html.paragraph(
             f"{memo['n_flagged']} of {memo['n_synthetic']} synthetic images "
-            f"({100 * memo['fraction_flagged']:.1f}%) are closer to a training image than "
-            f"{memo['threshold']} × the typical real nearest-neighbour distance (other patients) "
-            f"and are flagged as probable copies.", "note" if memo["n_flagged"] else None),
+            f"({100 * memo['fraction_flagged']:.1f}%) are flagged as probable copies: in pixel or "
+            f"feature space they are closer to a training image than {memo['threshold']} × the typical "
+            f"real nearest-neighbour distance (other patients) and closer than any training image is "
+            f"to another patient's (the per-space cutoff below).", "note" if memo["n_flagged"] else None),
             html.table(rows, caption="Nearest-training-image distances per space"),
             html.table([{"class": c, "synthetic images": v["n"], "flagged": v["n_flagged"]}
                         for c, v in memo.get("per_class", {}).items()], caption="Flagged per class"),
-            html.figure(_ratio_histograms(memo_raw), caption="Ratios below the dashed line are flagged")]
+            html.figure(_ratio_histograms(memo_raw), caption="Ratios left of the dashed cutoff are flagged")]
         pairs, n, captions = _closest_pairs(memo_raw, synth.images, train.images, train.patients)
         body.append(html.image_grid(pairs, nrow=n, caption="Closest pairs: synthetic (top row) and "
                                     "its nearest training image (bottom row), closest first"))
