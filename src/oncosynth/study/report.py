@@ -120,6 +120,11 @@ def _fraction_figure(test: str, rows: list[dict]) -> str:
         ax.set_xscale("log")
         ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.set_xticks(fractions, [f"{f:g}" for f in fractions])
+    if len(fractions) == 1:
+        ax.margins(x=0.5)
+    low, high = ax.get_ylim()  # at least ±0.05 around the points, so tiny differences do not look large
+    middle = (low + high) / 2
+    ax.set_ylim(min(low, middle - 0.05), max(high, middle + 0.05))
     ax.set(xlabel="fraction of the training split" + (" (log scale)" if len(fractions) > 1 else ""), ylabel="test AUROC (mean ± std over seeds)",
            title=f"AUROC against data fraction on '{test}'")
     ax.grid(alpha=0.3)
@@ -137,22 +142,24 @@ def _samples(config: "StudyConfig", prepared: "Prepared") -> list[str]:
     parts = []
     index = torch.from_numpy(prepared.fraction_index[(max(config.fractions), config.seeds[0])])
     real_labels = prepared.train_labels[index]
+    real_rows = [image_grid(prepared.train_images[index[real_labels == c][:n]].float() / 255, nrow=n,
+                            caption=f"real · {name}") for c, name in enumerate(prepared.classes)]
+    parts.append(section("Real training images (every arm that trains on real data)",
+                         "<div>" + "".join(real_rows) + "</div>", level=3))
+    what = {"real": "the real images above", "real+oversample": "the real images above, classes oversampled",
+            "real+synthetic": "the real images above plus these synthetic ones",
+            "synthetic-only": "only these synthetic images",
+            "synthetic-pretrain+real-finetune": "pre-trained on these synthetic images, fine-tuned on the real ones"}
     for arm in config.arms:
-        rows = []
-        for c, name in enumerate(prepared.classes):
-            chosen = index[real_labels == c][:n]
-            rows.append(image_grid(prepared.train_images[chosen].float() / 255, nrow=n,
-                                   caption=f"real · {name}"))
-            if arm.synthetic is not None:
-                images, labels = synthetic_for_cell(prepared, arm, real_labels, config.seeds[0],
-                                                    config.data.size, config.data.channels)
+        rows = [paragraph(f"Trains on {what[arm.kind]}.", "muted")]
+        if arm.synthetic is not None:
+            images, labels = synthetic_for_cell(prepared, arm, real_labels, config.seeds[0],
+                                                config.data.size, config.data.channels)
+            for c, name in enumerate(prepared.classes):
                 picked = images[labels == c][:n]
                 rows.append(image_grid(picked.float() / 255, nrow=n, caption=f"synthetic · {name}")
                             if len(picked) else paragraph(f"no synthetic {name} images in this arm", "muted"))
-        what = {"real": "real training images only", "real+oversample": "real images, classes oversampled to balance",
-                "real+synthetic": "real and synthetic images together", "synthetic-only": "synthetic images only",
-                "synthetic-pretrain+real-finetune": "pre-trained on synthetic, fine-tuned on real"}[arm.kind]
-        parts.append(section(f"{arm.name} ({what})", "<div>" + "".join(rows) + "</div>", level=3))
+        parts.append(section(f"{arm.name}", "<div>" + "".join(rows) + "</div>", level=3))
     return parts
 
 
