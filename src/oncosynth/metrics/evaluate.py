@@ -195,7 +195,7 @@ def evaluate(real: Any, synthetic: Any, train: Any = None, feature_net: Any = DE
             frd_features = _frd_features(real_set, synth_set, frd_method, frd_workers, progress, results,
                                          frd_max_images, seed, notes)
     for scope, (ri, si) in scopes.items():
-        row: dict[str, Any] = {"n_real": int(len(ri)), "n_synthetic": int(len(si))}
+        row: dict[str, Any] = {"n_real": int(len(ri)), "n_synthetic": int(len(si)), "feature_net": net.name}
         fr, fs = feats["real"][ri], feats["synthetic"][si]
         overall = scope == "overall"
         with timer("fid"):

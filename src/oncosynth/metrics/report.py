@@ -110,7 +110,11 @@ def render_evaluation(metrics: dict, sets: list, memo_raw: dict | None) -> str:
     memo = metrics.get("memorisation")
     if memo is not None and memo_raw is not None:
         train = sets[2]
-        rows = [{"space": name, **{k: v for k, v in s.items()}} for name, s in memo["spaces"].items()]
+        rows = [{"space": name, "typical real NN distance": s["typical_real_nn_distance"],
+                 "median ratio": s["median_ratio"], "min ratio": s["min_ratio"], "cutoff": s["cutoff"],
+                 "flagged": s["fraction_flagged"], "real pairs < threshold": s["real_to_real_fraction_below_threshold"],
+                 "real ratio 1st pct": s["real_to_real_ratio_p01"], "real ratio min": s["real_to_real_ratio_min"]}
+                for name, s in memo["spaces"].items()]
         body = [html.paragraph(
             f"{memo['n_flagged']} of {memo['n_synthetic']} synthetic images "
             f"({100 * memo['fraction_flagged']:.1f}%) are flagged as probable copies: in pixel or "

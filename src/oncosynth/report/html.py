@@ -24,7 +24,7 @@ body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; mar
 h1 { font-size: 1.6em; border-bottom: 2px solid #3b6ea8; padding-bottom: 6px; }
 h2 { font-size: 1.25em; margin-top: 1.8em; color: #2a4f7a; }
 h3 { font-size: 1.05em; margin-top: 1.2em; }
-table { border-collapse: collapse; margin: 10px 0 18px; font-size: 0.92em; }
+table { border-collapse: collapse; margin: 10px 0 18px; font-size: 0.92em; display: block; max-width: 100%; overflow-x: auto; }
 caption { text-align: left; font-weight: 600; padding: 4px 0; color: #444; }
 th, td { border: 1px solid #cdd4de; padding: 4px 10px; text-align: right; }
 th { background: #eef2f7; }
