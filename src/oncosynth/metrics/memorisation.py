@@ -162,6 +162,13 @@ def memorisation(synthetic_pixels: torch.Tensor, train_pixels: torch.Tensor,
             "flagged": flagged, "threshold": threshold}
 
 
+def _flagging_match(result: dict, j: int) -> int:
+    """The training image that got synthetic image j flagged (closest space under its cutoff)."""
+    cutoffs = np.array([r.cutoff for r in result["spaces"]])
+    ratios = np.where(result["ratios"][j] < cutoffs, result["ratios"][j], np.inf)
+    return int(result["spaces"][int(np.argmin(ratios))].index[j])
+
+
 def summarise(result: dict, train_sources: Sequence[str], train_patients: Sequence[str | None],
               synthetic_sources: Sequence[str], max_listed: int = 50) -> dict:
     """JSON-ready summary: per space statistics and the flagged images with their patient."""
@@ -195,8 +202,7 @@ def summarise(result: dict, train_sources: Sequence[str], train_patients: Sequen
         "n_synthetic": int(len(result["flagged"])),
         "n_flagged": int(result["flagged"].sum()),
         "fraction_flagged": float(result["flagged"].mean()) if len(result["flagged"]) else 0.0,
-        "flagged_patients": sorted({str(train_patients[int(result["spaces"][int(np.argmin(result["ratios"][j]))].index[j])])
-                                    for j in flagged_idx}),
+        "flagged_patients": sorted({str(train_patients[_flagging_match(result, j)]) for j in flagged_idx}),
         "spaces": spaces,
         "flagged": listed,
     }
