@@ -3,7 +3,7 @@
 Architecture and training as in the paper's code (there: 128×128 grey, width 64):
 
 * generator: z (100-d) concatenated with the class embedded (50-d) and mapped
-  linearly to the latent size; transposed convolutions from 4×4 up to the image
+  linearly to the latent size (followed by LeakyReLU(0.2), as in the released code); transposed convolutions from 4×4 up to the image
   size, BatchNorm + ReLU in between, tanh at the end;
 * discriminator: the class embedded and projected linearly to one extra image
   channel, strided convolutions with LeakyReLU(0.2) (BatchNorm from the second
@@ -44,7 +44,8 @@ def _init_dcgan(module: nn.Module) -> None:
 class DCGenerator(nn.Module):
     def __init__(self, num_classes: int, channels: int, size: int, width: int, z_dim: int, embed_dim: int):
         super().__init__()
-        self.embed = nn.Sequential(nn.Embedding(num_classes, embed_dim), nn.Linear(embed_dim, z_dim))
+        self.embed = nn.Sequential(nn.Embedding(num_classes, embed_dim), nn.Linear(embed_dim, z_dim),
+                                   nn.LeakyReLU(0.2))
         stages = _stages(size)
         c = width * 2 ** (stages - 1)
         layers: list[nn.Module] = [nn.ConvTranspose2d(2 * z_dim, c, 4, 1, 0, bias=False),
@@ -65,7 +66,8 @@ class DCDiscriminator(nn.Module):
     def __init__(self, num_classes: int, channels: int, size: int, width: int, embed_dim: int):
         super().__init__()
         self.size = size
-        self.embed = nn.Sequential(nn.Embedding(num_classes, embed_dim), nn.Linear(embed_dim, size * size))
+        self.embed = nn.Sequential(nn.Embedding(num_classes, embed_dim), nn.Linear(embed_dim, size * size),
+                                   nn.LeakyReLU(0.2))
         stages = _stages(size)
         layers: list[nn.Module] = [nn.Conv2d(channels + 1, width, 4, 2, 1, bias=False), nn.LeakyReLU(0.2, True)]
         c = width
