@@ -135,8 +135,9 @@ def train_classifier(model: Classifier, train: tuple[torch.Tensor, torch.Tensor]
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay)
     weight = class_weights(labels, num_classes).to(device) if config.balance == "weighted" else None
+    # without DP the last partial batch is dropped; opacus' Poisson loader makes ceil(N / batch) steps
     steps_per_epoch = max(1, len(images) // config.batch_size) if dp is None else \
-        max(1, round(len(images) / config.batch_size))
+        math.ceil(len(images) / config.batch_size)
     total_steps = steps_per_epoch * config.epochs
     engine, step_module, dp_loader = None, model, None
     if dp is not None:
