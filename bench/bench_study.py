@@ -8,7 +8,7 @@ Parts (run separately so they can share a busy CPU):
   cells     a study grid through ``oncosynth.study.run_study`` (the real code path),
             with results.json / report.html under --out.
 
-Examples (what bench/results/study.md reports):
+Examples (what bench/RESULTS.md (study section) reports):
 
   PYTHONPATH=src .venv/bin/python bench/bench_study.py overhead
   PYTHONPATH=src .venv/bin/python bench/bench_study.py cells --out bench/out/study-nodp \

@@ -58,7 +58,7 @@ class Difficulty:
     masks a mass more); sizes are radii as a fraction of the image side.
 
     Calibrated with a small CNN trained on the train split of n=400, size 64
-    (bench/results/phantom.md): test AUROC about 0.98 easy, 0.85 medium, 0.7 hard."""
+    (bench/RESULTS.md (phantom section)): test AUROC about 0.98 easy, 0.85 medium, 0.7 hard."""
 
     contrast: float            # mean mass peak amplitude
     irregularity_gap: float    # distance between the class means of the latent irregularity

@@ -26,7 +26,7 @@ close together cannot flag copies it cannot tell apart from real neighbours.
 On CBIS-DDSM (64 px) the smallest pixel ratio of any validation image to the
 training split is 0.41-0.42 and the 1st percentile of train-to-train ratios
 0.46, while exact, noised (sigma 0.01), brightened and 2-px-shifted copies
-stay below 0.18; see bench/results/metrics.md. The summary reports each
+stay below 0.18; see bench/RESULTS.md (metrics section). The summary reports each
 space's cutoff and the fraction of real training images under the plain
 threshold as a calibration check.
 """

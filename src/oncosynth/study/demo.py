@@ -35,6 +35,7 @@ def demo_study(out: str | Path, phantom: str | Path, synthetic_folder: str | Pat
         "seeds": [0, 1],
         "bootstrap": 500,
         "report_samples": 8,
+        "save_models": True,  # the demo reuses the real-only classifier as the evaluation's encoder
     })
     report = run_study(config, Path(out), device=device, progress=progress)
     print(f"study report: {report}")
