@@ -36,6 +36,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from oncosynth.checkpoint import read_weights_file
 from oncosynth.errors import CheckpointError, ConfigError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -222,26 +223,6 @@ def _load_state(module: nn.Module, state: dict[str, torch.Tensor], name: str) ->
         raise CheckpointError(f"{name}: weights do not fit the architecture ({' '.join(first)})") from None
 
 
-def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """A state dict from ``.safetensors`` or a torch file, never unpickling arbitrary objects."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: weights file not found")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(str(path))
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # corrupt file or one holding more than tensors
-        raise CheckpointError(f"{path}: cannot read as a weights-only state dict ({exc})") from None
-    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict):
-        raise CheckpointError(f"{path}: expected a state dict, found {type(state).__name__}")
-    return state
-
-
 def _torchvision_state(arch: str) -> dict[str, torch.Tensor]:
     from torchvision import models
 
@@ -260,7 +241,7 @@ def _pretrained(cls: type, arch: str, arg: str, input_size: int | None) -> Featu
     if arg == "download":
         state, tag = _torchvision_state(arch), "imagenet-torchvision"
     else:
-        state, tag = read_state_dict(arg), Path(arg).name
+        state, tag = read_weights_file(arg), Path(arg).name
     name = f"{'inception-v3' if arch == 'inception' else 'vgg19'}[{tag}]"
     kwargs = {"input_size": input_size} if input_size else {}
     return cls(state, name, **kwargs)

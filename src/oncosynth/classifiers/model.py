@@ -19,7 +19,7 @@ import timm
 import torch
 import torch.nn as nn
 
-from oncosynth.checkpoint import load_checkpoint, save_checkpoint
+from oncosynth.checkpoint import load_checkpoint, read_weights_file, save_checkpoint
 from oncosynth.errors import CheckpointError, ConfigError
 
 KIND = "classifier"
@@ -124,27 +124,14 @@ class Classifier(nn.Module):
 
 # ------------------------------------------------------------- weights ----
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """Tensors from a .safetensors file or a state-dict file, never unpickling objects."""
+    """Tensors from one of our classifier checkpoints (a folder) or a weights file."""
     path = Path(path)
-    if path.is_dir():  # one of our own classifier checkpoints
+    if path.is_dir():
         tensors, _, _ = load_checkpoint(path, kind=KIND)
         return tensors
     if not path.is_file():
         raise ConfigError(f"pretrained weights not found: {path}")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(str(path))
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unpickling refusal is the user's file
-        raise CheckpointError(f"{path}: not a weights-only state dict ({exc})") from None
-    for key in ("state_dict", "model", "model_state_dict"):  # common wrappers
-        if isinstance(state, dict) and isinstance(state.get(key), dict):
-            state = state[key]
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise CheckpointError(f"{path}: expected a mapping of parameter names to tensors")
-    return state
+    return read_weights_file(path)
 
 
 def load_backbone_weights(model: Classifier, state: dict[str, torch.Tensor]) -> dict[str, list[str]]:
