@@ -7,6 +7,7 @@ heavy imports happen inside commands so ``--help`` stays fast.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Optional
@@ -173,6 +174,9 @@ def study(
 
 
 def main() -> None:
+    if not sys.stderr.isatty():
+        # progress bars in a log file: one line every 10 s, not one per step
+        os.environ.setdefault("TQDM_MININTERVAL", "10")
     try:
         app()
     except OncosynthError as exc:

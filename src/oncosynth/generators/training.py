@@ -249,7 +249,8 @@ def run_training(gen: Generator, data: Any, run_folder: str | Path, steps: int, 
                 window_start, window_steps = time.perf_counter(), 0
             if bar is not None:
                 bar.update(1)
-                bar.set_postfix({**{k: f"{v:.3f}" for k, v in losses.items()}, "img/s": f"{img_per_s:.1f}"})
+                bar.set_postfix({**{k: f"{v:.3f}" for k, v in losses.items()}, "img/s": f"{img_per_s:.1f}"},
+                                refresh=False)  # the bar redraws at its own interval
 
             if gen.step % checkpoint_every == 0 or gen.step == steps:
                 if not _weights_finite(gen):
