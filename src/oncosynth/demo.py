@@ -7,6 +7,7 @@ Every step resumes: finished outputs are kept and reused on a re-run.
 
 from __future__ import annotations
 
+import csv
 import json
 import time
 from pathlib import Path
@@ -63,7 +64,10 @@ def run_demo(out: str | Path = "oncosynth-demo", seed: int = 0) -> Path:
 
     t = _step("4/6 generate synthetic images")
     synthetic_dir = out / "synthetic"
-    generate_images(gan_dir, synthetic_dir, n=DEMO_SYNTHETIC_PER_CLASS, class_names=dataset.classes, seed=seed)
+    expected = DEMO_SYNTHETIC_PER_CLASS * len(dataset.classes)
+    if _manifest_rows(synthetic_dir) != expected:  # a finished earlier run is reused as it is
+        generate_images(gan_dir, synthetic_dir, n=DEMO_SYNTHETIC_PER_CLASS, class_names=dataset.classes,
+                        seed=seed)
     _done("synthetic images + manifest", synthetic_dir, t)
 
     t = _step("5/6 utility study: real vs real+synthetic, 2 seeds")
@@ -86,6 +90,14 @@ def run_demo(out: str | Path = "oncosynth-demo", seed: int = 0) -> Path:
     console.print(f"  study report:      {study_report}")
     console.print(f"  evaluation report: {out / 'evaluation' / 'evaluation.html'}")
     return out
+
+
+def _manifest_rows(folder: Path) -> int:
+    manifest = folder / "manifest.csv"
+    if not manifest.is_file():
+        return 0
+    with open(manifest, newline="") as handle:
+        return sum(1 for _ in csv.DictReader(handle))
 
 
 def _real_arm_classifier(study_dir: Path) -> Path:
