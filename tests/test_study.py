@@ -239,3 +239,32 @@ def test_cli_reports_config_errors_with_exit_code_2(phantom, synthetic, tmp_path
     relative = tmp_path / "rel.yaml"
     relative.write_text(yaml.safe_dump(study_dict(Path("data"), synthetic)))
     assert load_config(relative).data.path == (tmp_path / "data").resolve()
+
+
+def test_synthetic_only_and_pretrain_finetune_arms_with_an_external_test_set(phantom, synthetic, tmp_path):
+    """The two arms that train on synthetic images first or only, scored on the main and an external test."""
+    external = write_phantom(tmp_path / "hospital-b", PhantomConfig(n=60, size=SIZE, difficulty="easy", seed=11))
+    config = parse_config(study_dict(
+        phantom, synthetic,
+        arms=[{"name": "real", "kind": "real"},
+              {"name": "synthetic-only", "kind": "synthetic-only",
+               "synthetic": {"folder": str(synthetic), "label_from_name": True}},
+              {"name": "pretrain", "kind": "synthetic-pretrain+real-finetune", "pretrain_epochs": 1,
+               "synthetic": {"folder": str(synthetic), "label_from_name": True}}],
+        external_tests=[{"name": "hospital-b", "path": str(external), "split": None}],
+        seeds=[0]))
+    run_study(config, tmp_path / "out", device="cpu", progress=False)
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+
+    cells = {c["arm"]: c for c in results["cells"]}
+    assert cells["synthetic-only"]["train"]["n_real"] > 0  # the fraction is drawn, then not used for training
+    assert cells["synthetic-only"]["train"]["n_synthetic"] == 60
+    assert cells["pretrain"]["train"]["pretrain_seconds"] > 0
+    for cell in cells.values():
+        assert set(cell["metrics"]) == {"test", "hospital-b"}
+        for test in ("test", "hospital-b"):
+            assert 0.0 <= cell["metrics"][test]["auroc"] <= 1.0
+    external_rows = [r for r in results["summary"] if r["test_set"] == "hospital-b"]
+    assert {r["arm"] for r in external_rows} == {"real", "synthetic-only", "pretrain"}
+    with open(tmp_path / "out" / "cells" / cells["real"]["cell"] / "predictions_hospital-b.csv") as handle:
+        assert sum(1 for _ in handle) == 60 + 1  # every external image once, plus the header
