@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 
 from oncosynth.data.records import Dataset, Record
-from oncosynth.errors import DataError
+from oncosynth.errors import ConfigError, DataError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"}
 DICOM_SUFFIXES = {".dcm", ".dicom"}
@@ -141,21 +141,30 @@ def read_image(source: str | Path | Record) -> np.ndarray:
     return read_image_file(source)
 
 
+def convert_images(images: torch.Tensor, size: int | None = None, channels: int | None = None) -> torch.Tensor:
+    """N×C×H×W float [0, 1] -> the given channel count and size×size.
+
+    The one place where images change channels (RGB -> grey by ITU-R 601 luma,
+    grey -> RGB by repetition) or size (antialiased bilinear).
+    """
+    if channels is not None and images.shape[1] != channels:
+        if channels == 1 and images.shape[1] in (3, 4):
+            weights = images.new_tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+            images = (images[:, :3] * weights).sum(1, keepdim=True)
+        elif channels == 3 and images.shape[1] == 1:
+            images = images.expand(-1, 3, -1, -1)
+        else:
+            raise ConfigError(f"cannot convert {images.shape[1]}-channel images to {channels} channels")
+    if size is not None and tuple(images.shape[-2:]) != (size, size):
+        images = F.interpolate(images, size=(size, size), mode="bilinear", antialias=True,
+                               align_corners=False).clamp(0, 1)
+    return images.contiguous()
+
+
 def to_tensor(array: np.ndarray, size: int | None = None, channels: int | None = None) -> torch.Tensor:
     """H×W×C [0, 1] array -> C×H×W tensor, with optional channel and size conversion."""
     tensor = torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))
-    if channels is not None and tensor.shape[0] != channels:
-        if channels == 1:  # ITU-R 601 luma, the usual grey conversion
-            weights = torch.tensor([0.299, 0.587, 0.114]).view(3, 1, 1)
-            tensor = (tensor[:3] * weights).sum(0, keepdim=True)
-        elif channels == 3 and tensor.shape[0] == 1:
-            tensor = tensor.expand(3, -1, -1)
-        else:
-            raise ValueError(f"cannot convert {tensor.shape[0]} channels to {channels}")
-    if size is not None and tuple(tensor.shape[1:]) != (size, size):
-        tensor = F.interpolate(tensor[None], size=(size, size), mode="bilinear",
-                               antialias=True, align_corners=False)[0].clamp(0, 1)
-    return tensor.contiguous()
+    return convert_images(tensor[None], size=size, channels=channels)[0]
 
 
 def load_images(records: Dataset | Sequence[Record] | Iterable[Record], size: int | None = None,

@@ -31,8 +31,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
+from oncosynth.data.decode import convert_images
 from oncosynth.errors import ConfigError, OncosynthError
 from oncosynth.generators.base import Generator, latest_checkpoint
 from oncosynth.io import atomic_write, save_grid
@@ -116,29 +116,21 @@ def prepare_data(data: Any, classes: list[str] | None = None, size: int | None =
                           f"have no training images; pick others with --classes")
 
     images = prepared.images
-    if channels is not None and images.shape[1] != channels:
-        if images.shape[1] == 3 and channels == 1:
-            images = (images.float() * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)
-            images = images.round().clamp(0, 255).to(torch.uint8)
-        elif images.shape[1] == 1 and channels == 3:
-            images = images.expand(-1, 3, -1, -1).contiguous()
-        else:
-            raise ConfigError(f"cannot convert {images.shape[1]}-channel images to {channels} channels")
-    if size is not None and tuple(images.shape[-2:]) != (size, size):
-        images = resize_uint8(images, size)
+    if (channels is not None and images.shape[1] != channels) or (
+            size is not None and tuple(images.shape[-2:]) != (size, size)):
+        images = convert_uint8(images, size, channels)
     if images is not prepared.images:
         prepared = TrainingData(images, prepared.labels, prepared.classes,
                                 f"{prepared.data_hash}:{images.shape[1]}x{size}", prepared.source)
     return prepared
 
 
-def resize_uint8(images: torch.Tensor, size: int, chunk: int = 256) -> torch.Tensor:
-    """Antialiased bilinear resampling of uint8 images, in chunks to bound memory."""
+def convert_uint8(images: torch.Tensor, size: int | None, channels: int | None, chunk: int = 256) -> torch.Tensor:
+    """``convert_images`` for uint8 images, in chunks to bound memory."""
     out = []
     for start in range(0, len(images), chunk):
-        part = images[start:start + chunk].float()
-        part = F.interpolate(part, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
-        out.append(part.round().clamp(0, 255).to(torch.uint8))
+        part = convert_images(images[start:start + chunk].float() / 255, size, channels)
+        out.append((part * 255).round().to(torch.uint8))
     return torch.cat(out)
 
 

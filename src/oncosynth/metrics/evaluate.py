@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from oncosynth.data.decode import convert_images
 from oncosynth.errors import ConfigError, DataError
 from oncosynth.metrics import diversity, fidelity
 from oncosynth.metrics import frd as frd_lib
@@ -107,21 +108,8 @@ def _load(sets: list[ImageSet], size: int | None, notes: list[str]) -> tuple[int
         if s.images is None:
             s.images = load_images(s.dataset, size=size, channels=channels)
         else:
-            s.images = _resize(s.images, size, channels)
+            s.images = convert_images(s.images, size, channels)
     return size, channels
-
-
-def _resize(x: torch.Tensor, size: int, channels: int) -> torch.Tensor:
-    import torch.nn.functional as F
-
-    if x.shape[1] != channels:
-        if channels == 1:
-            x = (x[:, :3] * x.new_tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)
-        else:
-            x = x.expand(-1, channels, -1, -1)
-    if tuple(x.shape[-2:]) != (size, size):
-        x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False).clamp(0, 1)
-    return x.contiguous()
 
 
 class _Timer:

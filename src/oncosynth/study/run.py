@@ -19,12 +19,12 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from oncosynth.classifiers import DPConfig, create_classifier, predict_proba, save_classifier, train_classifier
 from oncosynth.classifiers.scores import youden_threshold
 from oncosynth.data import Dataset, cached_tensors, load_dataset, sample_fraction
+from oncosynth.data.decode import convert_images
 from oncosynth.errors import ConfigError, DataError
 from oncosynth.io import atomic_write, write_json
 from oncosynth.runtime import hash_strings, make_manifest, resolve_device
@@ -101,11 +101,7 @@ def _with_classes(dataset: Dataset, classes: list[str], what: str) -> Dataset:
 
 def _to_uint8(images: torch.Tensor, size: int, channels: int) -> torch.Tensor:
     """Float [0, 1] images from a generator -> uint8 at the study's size and channel count."""
-    if images.shape[1] != channels:
-        images = images.mean(1, keepdim=True) if channels == 1 else images.expand(-1, 3, -1, -1)
-    if images.shape[-1] != size or images.shape[-2] != size:
-        images = F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
-    return (images.clamp(0, 1) * 255).round().to(torch.uint8)
+    return (convert_images(images.clamp(0, 1), size, channels) * 255).round().to(torch.uint8)
 
 
 def prepare(config: StudyConfig, progress: bool = True) -> Prepared:
