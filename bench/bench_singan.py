@@ -1,0 +1,150 @@
+"""SinGAN benchmarks on CBIS-DDSM malignant patches (issue 6). Results go to bench/RESULTS.md by hand.
+
+    python bench/bench_singan.py train   --out /tmp/singan-bench/train   [--iters 300] [--threads 1] [--index 0]
+    python bench/bench_singan.py scaling --out /tmp/singan-bench/scaling --sizes 32 64 128 --iters 20
+    python bench/bench_singan.py sifid   --run /tmp/singan-bench/train --out /tmp/singan-bench/sifid --n 16 --others 16
+
+``train`` trains one SinGAN through the group code (one member, inline executor) and prints wall
+time, CPU time (getrusage, this process) and peak RSS. ``scaling`` trains with few iterations per
+scale at several image sizes and prints seconds per iteration and an extrapolation to the default
+iterations. ``sifid`` samples the trained run and scores the samples against their training image
+and against other malignant training images; it also writes a grid (training image, then samples).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+CBIS = ROOT.parent / "shared" / "data" / "cbis-ddsm-masses"
+
+
+def _usage() -> dict:
+    me = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return {"cpu_s": round(me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime, 1),
+            "peak_rss_mb": round(max(me.ru_maxrss, kids.ru_maxrss) / 1024, 1)}
+
+
+def _malignant():
+    from oncosynth.data import load_dataset
+
+    ds = load_dataset(CBIS).split("train")
+    return ds, sorted((r for r in ds.records if r.label == "malignant"), key=lambda r: r.uid)
+
+
+def cmd_train(args) -> None:
+    from oncosynth.generators import create_generator
+
+    ds, pool = _malignant()
+    record = pool[args.index]
+    gen = create_generator("singan", iters=args.iters, sifid_net=None)
+    list_file = Path(args.out).with_suffix(".list")
+    list_file.parent.mkdir(parents=True, exist_ok=True)
+    list_file.write_text(record.uid + "\n")
+    load0 = os.getloadavg()
+    t0, u0 = time.perf_counter(), _usage()
+    gen.fit(ds, args.out, class_name="malignant", image_list=list_file, threads=args.threads, progress=False)
+    wall = time.perf_counter() - t0
+    u1 = _usage()
+    summary = json.loads((Path(args.out) / "members" / "member-00" / "summary.json").read_text())
+    print(json.dumps({"image": record.uid, "iters": args.iters, "threads": args.threads,
+                      "wall_s": round(wall, 1), "cpu_s": round(u1["cpu_s"] - u0["cpu_s"], 1),
+                      "peak_rss_mb": u1["peak_rss_mb"], "loadavg_start": load0, "loadavg_end": os.getloadavg(),
+                      "scales": [(s["size"], s["seconds"]) for s in summary["scales"]]}, indent=1))
+
+
+def cmd_scaling(args) -> None:
+    from oncosynth.data import load_images
+    from oncosynth.generators.singan import SinGAN, train_singan
+
+    torch.set_num_threads(args.threads)
+    _, pool = _malignant()
+    image = load_images([pool[args.index]])[0]
+    rows = []
+    for size in args.sizes:
+        small = torch.nn.functional.interpolate(image[None], size=(size, size), mode="bilinear",
+                                                antialias=True, align_corners=False)[0]
+        cfg = {"iters": args.iters}
+        t0, c0 = time.perf_counter(), time.process_time()
+        _, info = train_singan(small, cfg, seed=0)
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+        per_iter = cpu / args.iters
+        rows.append({"size": size, "scales": len(info["sizes"]), "iters": args.iters, "wall_s": round(wall, 1),
+                     "cpu_s": round(cpu, 1), "cpu_s_per_iter_all_scales": round(per_iter, 3),
+                     "extrapolated_cpu_s_at_default": round(per_iter * SinGAN.defaults["iters"], 0),
+                     "loadavg": os.getloadavg()})
+        print(json.dumps(rows[-1]), flush=True)
+    print("peak_rss_mb", _usage()["peak_rss_mb"])
+
+
+def cmd_sifid(args) -> None:
+    from oncosynth.data import load_images
+    from oncosynth.generators import load_generator
+    from oncosynth.io import save_grid
+    from oncosynth.metrics.sifid import sifid_matrix
+
+    torch.set_num_threads(args.threads)
+    gen = load_generator(args.run)
+    source = gen.member_info[0]["source"]
+    _, pool = _malignant()
+    own = next(r for r in pool if r.uid == source)
+    others = [r for r in pool if r.uid != source][: args.others]
+    real = load_images([own], size=gen.size, channels=gen.channels)
+    other_images = load_images(others, size=gen.size, channels=gen.channels)
+    samples = gen.sample(args.n, gen.classes[0], seed=0)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    save_grid(torch.cat([real, samples[:15]]), out / "grid.png", nrow=4)
+    coarse = [gen.sample(3, gen.classes[0], seed=100, start_scale=k) for k in (1, 3, 5)
+              if k < gen.n_scales]
+    save_grid(torch.cat([real, *coarse]) if coarse else real, out / "grid-start-scales.png", nrow=3)
+    results = {}
+    for net in args.nets:
+        m_own, name = sifid_matrix(real, samples, net)
+        m_other, _ = sifid_matrix(other_images, samples, net)
+        m_real_other, _ = sifid_matrix(real, other_images, net)
+        results[name] = {"samples_vs_own": [float(m_own.mean()), float(m_own.std())],
+                         "samples_vs_other_malignant": [float(m_other.mean()), float(m_other.std())],
+                         "own_image_vs_other_malignant": [float(m_real_other.mean()), float(m_real_other.std())]}
+    print(json.dumps({"run": args.run, "image": source, "n_samples": args.n, "n_others": len(others),
+                      "sifid_mean_std": results}, indent=1))
+
+
+def main() -> None:
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    parser = argparse.ArgumentParser()
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("train")
+    p.add_argument("--out", required=True)
+    p.add_argument("--iters", type=int, default=300)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--index", type=int, default=0)
+    p = sub.add_parser("scaling")
+    p.add_argument("--out", default="")
+    p.add_argument("--sizes", type=int, nargs="+", default=[32, 64, 128])
+    p.add_argument("--iters", type=int, default=20)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--index", type=int, default=0)
+    p = sub.add_parser("sifid")
+    p.add_argument("--run", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--n", type=int, default=16)
+    p.add_argument("--others", type=int, default=16)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--nets", nargs="+", default=["random-cnn:0"])
+    args = parser.parse_args()
+    {"train": cmd_train, "scaling": cmd_scaling, "sifid": cmd_sifid}[args.cmd](args)
+
+
+if __name__ == "__main__":
+    main()
