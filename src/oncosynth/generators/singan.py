@@ -741,8 +741,8 @@ def train_group(gen: SinGAN, data: Any, run_folder: str | Path, *, class_name: s
 
     # ---- one unit per image
     workers = int(workers)
-    if threads is None:
-        threads = max(1, (os.cpu_count() or 1) // workers) if workers else None
+    if threads is None and workers:  # each worker process gets its share of the cores (or OMP_NUM_THREADS)
+        threads = int(os.environ.get("OMP_NUM_THREADS") or 0) or max(1, (os.cpu_count() or 1) // workers)
     model_cfg = {k: cfg[k] for k in MODEL_KEYS}
     units = [Unit(key=k, fn=train_member_unit,
                   kwargs=dict(image=img, folder=str(run / "members" / k), config=model_cfg, seed=seed + 1000 * i,
