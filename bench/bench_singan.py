@@ -3,12 +3,18 @@
     python bench/bench_singan.py train   --out /tmp/singan-bench/train   [--iters 300] [--threads 1] [--index 0]
     python bench/bench_singan.py scaling --out /tmp/singan-bench/scaling --sizes 32 64 128 --iters 20
     python bench/bench_singan.py sifid   --run /tmp/singan-bench/train --out /tmp/singan-bench/sifid --n 16 --others 16
+    python bench/bench_singan.py study   --out /tmp/singan-bench/study --groups 2 4 8 --iters 80 --size 48
 
 ``train`` trains one SinGAN through the group code (one member, inline executor) and prints wall
 time, CPU time (getrusage, this process) and peak RSS. ``scaling`` trains with few iterations per
 scale at several image sizes and prints seconds per iteration and an extrapolation to the default
 iterations. ``sifid`` samples the trained run and scores the samples against their training image
 and against other malignant training images; it also writes a grid (training image, then samples).
+``study`` is the small version of the issue's 2/4/8-SinGAN study: a 3-class phantom (healthy /
+benign / malignant, malignant the minority), one SinGAN per malignant training image for the
+largest group (the smaller groups are its first members, reused, not retrained), then the study
+with ``real`` against ``real+synthetic`` from each group, malignant balanced up to the largest
+class (the same number of synthetic images for every group).
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -120,6 +127,77 @@ def cmd_sifid(args) -> None:
                       "sifid_mean_std": results}, indent=1))
 
 
+def _reuse_executor():
+    from oncosynth.executor import Executor, Outcome
+
+    class ReuseMembers(Executor):
+        """Runs each unit inline after copying the same member (same image, seed, settings) from a bigger
+        group, so the unit finds it finished and only returns its summary: nothing is trained twice."""
+
+        name = "reuse"
+
+        def __init__(self, source: Path):
+            super().__init__()
+            self.source = Path(source)
+
+        def run(self, units):
+            for unit in units:
+                target = Path(unit.kwargs["folder"])
+                if not target.exists():
+                    shutil.copytree(self.source / "members" / unit.key, target)
+                yield Outcome(unit.key, value=unit.fn(*unit.args, **unit.kwargs))
+
+    return ReuseMembers
+
+
+def cmd_study(args) -> None:
+    from oncosynth.data import load_dataset
+    from oncosynth.data.phantom import PhantomConfig, write_phantom
+    from oncosynth.generators import create_generator
+    from oncosynth.study import parse_config, run_study
+
+    torch.set_num_threads(args.threads)
+    ReuseMembers = _reuse_executor()
+    out = Path(args.out)
+    t0, u0 = time.perf_counter(), _usage()
+    phantom = write_phantom(out / "phantom", PhantomConfig(n=args.n, size=args.size, malignant_fraction=0.2,
+                                                           healthy_fraction=0.4, difficulty="medium", seed=0))
+    ds = load_dataset(phantom).split("train")
+    pool = sorted((r for r in ds.records if r.label == "malignant"), key=lambda r: r.uid)
+    biggest = max(args.groups)
+    import numpy as np
+
+    chosen = [pool[i] for i in np.sort(np.random.default_rng(0).choice(len(pool), biggest, replace=False))]
+    timings = {}
+    for k in sorted(args.groups, reverse=True):  # the biggest first; smaller groups reuse its members
+        run = out / f"singan-{k}"
+        listing = out / f"singan-{k}.list"
+        listing.write_text("\n".join(r.uid for r in chosen[:k]) + "\n")
+        began = time.perf_counter()
+        gen = create_generator("singan", iters=args.iters)
+        executor = None if k == biggest else ReuseMembers(out / f"singan-{biggest}")
+        gen.fit(phantom, run, class_name="malignant", image_list=listing, seed=0, workers=args.workers,
+                executor=executor, progress=False, resume=True)
+        timings[k] = round(time.perf_counter() - began, 1)
+        print(f"group {k}: {timings[k]} s", flush=True)
+    u1 = _usage()
+    arms = [{"name": "real", "kind": "real"}]
+    arms += [{"name": f"real+singan{k}", "kind": "real+synthetic",
+              "synthetic": {"generator": str(out / f"singan-{k}"), "balance": True, "classes": ["malignant"]}}
+             for k in args.groups]
+    config = parse_config({
+        "name": "singan 2/4/8 on the 3-class phantom",
+        "data": {"path": str(phantom), "size": args.size, "channels": 1},
+        "model": {"backbone": "resnet10t"},
+        "train": {"epochs": args.epochs, "batch_size": 32, "lr": 0.002, "warmup_epochs": 0.5},
+        "arms": arms, "fractions": args.fractions, "seeds": args.seeds, "bootstrap": 500, "report_samples": 8})
+    report = run_study(config, out / "study", device="cpu", progress=False)
+    u2 = _usage()
+    print(json.dumps({"report": str(report), "group_seconds": timings, "singan_cpu_s": u1["cpu_s"] - u0["cpu_s"],
+                      "study_cpu_s": round(u2["cpu_s"] - u1["cpu_s"], 1), "wall_s": round(time.perf_counter() - t0, 1),
+                      "loadavg": os.getloadavg()}, indent=1))
+
+
 def main() -> None:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     parser = argparse.ArgumentParser()
@@ -142,8 +220,19 @@ def main() -> None:
     p.add_argument("--others", type=int, default=16)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--nets", nargs="+", default=["random-cnn:0"])
+    p = sub.add_parser("study")
+    p.add_argument("--out", required=True)
+    p.add_argument("--groups", type=int, nargs="+", default=[2, 4, 8])
+    p.add_argument("--iters", type=int, default=80)
+    p.add_argument("--size", type=int, default=48)
+    p.add_argument("--n", type=int, default=300)
+    p.add_argument("--epochs", type=int, default=6)
+    p.add_argument("--fractions", type=float, nargs="+", default=[0.2, 1.0])
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    p.add_argument("--workers", type=int, default=0)
+    p.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
-    {"train": cmd_train, "scaling": cmd_scaling, "sifid": cmd_sifid}[args.cmd](args)
+    {"train": cmd_train, "scaling": cmd_scaling, "sifid": cmd_sifid, "study": cmd_study}[args.cmd](args)
 
 
 if __name__ == "__main__":
