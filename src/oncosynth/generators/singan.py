@@ -809,17 +809,21 @@ def _write_members_csv(run: Path, summaries: list[dict[str, Any]]) -> None:
 
 
 # --------------------------------------------------------------------- demo ----
+#: The demo's SinGAN: 48 px, 5 scales of 16 filters (see bench/RESULTS.md for its time).
+DEMO_SINGAN = {"iters": 60, "filters": 16, "min_size": 16, "max_size": 48, "sifid_samples": 4}
+
+
 def demo_singan(dataset: Any, out: str | Path, class_name: str = "malignant", seed: int = 0,
                 n_samples: int = 16) -> Path:
     """The demo's step: one small SinGAN on one phantom image, then a sample grid and PNGs.
 
-    Sized for well under a minute on 2 CPU cores (48 px, 3 scales of 16 filters, 60 iterations each).
-    Re-running it reuses the finished model.
+    Sized for well under a minute on 2 CPU cores (``DEMO_SINGAN``). Re-running it reuses the
+    finished model.
     """
     from oncosynth.io import save_grid, save_image
 
     out = Path(out)
-    gen = SinGAN(preset="tiny", iters=60, sifid_samples=4)
+    gen = SinGAN(**DEMO_SINGAN)
     run = out / "run"
     if (run / "config.json").is_file():
         from oncosynth.generators.base import load_generator
