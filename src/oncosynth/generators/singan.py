@@ -457,10 +457,11 @@ def sample_member(member: SinGANMember, seeds: list[int], start_scale: int = 0) 
 
 def train_member_unit(image: Any, folder: str, config: dict[str, Any], seed: int, size: int, channels: int,
                       key: str, source: str, class_name: str, device: str = "cpu", threads: int | None = None,
-                      sifid_net: str | None = None, sifid_samples: int = 8) -> dict[str, Any]:
+                      sifid_net: str | None = None, sifid_samples: int = 8, progress: bool = False) -> dict[str, Any]:
     """Executor unit: train (or resume, or skip a finished) SinGAN into ``folder``; return its summary.
 
-    ``image`` is a data-layer Record (read here) or a C×H×W tensor in [0, 1].
+    ``image`` is a data-layer Record (read here) or a C×H×W tensor in [0, 1]. ``peak_rss_mb`` in the
+    summary is the peak of the process that ran the unit (in-process runs include earlier work).
     """
     if threads:
         torch.set_num_threads(int(threads))
@@ -478,7 +479,7 @@ def train_member_unit(image: Any, folder: str, config: dict[str, Any], seed: int
     from oncosynth.runtime import resolve_device
 
     member, info = train_singan(image_t, cfg, seed=seed, state_dir=folder_p, device=resolve_device(device),
-                                name=f"{key} ({source})")
+                                name=key, progress=progress)
     summary = {"key": key, "source": source, "class": class_name, "seed": int(seed),
                "seconds": round(time.perf_counter() - began, 1), "cpu_seconds": round(_cpu_seconds() - cpu0, 1),
                "peak_rss_mb": round(_peak_rss_mb(), 1), "threads": torch.get_num_threads(),
@@ -687,7 +688,7 @@ def train_group(gen: SinGAN, data: Any, run_folder: str | Path, *, class_name: s
     ``executor`` (default ``LocalExecutor(workers)``); a finished member is never trained again.
     """
     from oncosynth.data import load_images
-    from oncosynth.executor import LocalExecutor, Unit, run_all
+    from oncosynth.executor import LocalExecutor, Unit
 
     run = Path(run_folder)
     cfg = gen.config
@@ -747,18 +748,30 @@ def train_group(gen: SinGAN, data: Any, run_folder: str | Path, *, class_name: s
     units = [Unit(key=k, fn=train_member_unit,
                   kwargs=dict(image=img, folder=str(run / "members" / k), config=model_cfg, seed=seed + 1000 * i,
                               size=size, channels=channels, key=k, source=s, class_name=class_name, device=device,
-                              threads=threads, sifid_net=cfg["sifid_net"], sifid_samples=int(cfg["sifid_samples"])))
+                              threads=threads, sifid_net=cfg["sifid_net"], sifid_samples=int(cfg["sifid_samples"]),
+                              progress=bool(progress and not workers and executor is None)))
              for i, (k, img, s) in enumerate(zip(keys, chosen, sources))]
     own = executor is None
     executor = executor or LocalExecutor(workers=workers)
     began = time.perf_counter()
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(units), desc=f"singan: {class_name} SinGANs", unit="SinGAN", dynamic_ncols=True)
+    by_key = {}
     try:
-        if progress:
-            log.info("singan: training %d SinGAN(s) of class '%s' into %s", len(units), class_name, run)
-        outcomes = run_all(units, executor)
+        for outcome in executor.run(units):  # as each finishes (run_all's order restored below)
+            by_key[outcome.key] = outcome
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix_str(f"{outcome.key} {'ok' if outcome.ok else 'FAILED'}")
     finally:
+        if bar is not None:
+            bar.close()
         if own:
             executor.close()
+    outcomes = [by_key[u.key] for u in units]
     failed = [o for o in outcomes if not o.ok]
     summaries = [o.value for o in outcomes if o.ok]
     _write_members_csv(run, summaries)
