@@ -102,7 +102,7 @@ def train_generator(
     scale_factor: Optional[float] = typer.Option(None, "--scale-factor", help="singan: ratio between scales (default 0.75; the mammography work used 0.8)."),
     min_size: Optional[int] = typer.Option(None, "--min-size", help="singan: coarsest scale's short side in px (default 25)."),
     max_size: Optional[int] = typer.Option(None, "--max-size", help="singan: images are shrunk to at most this side (default 250)."),
-    iters: Optional[int] = typer.Option(None, "--iters", help="singan: iterations per scale (default 300; the paper 2000)."),
+    iters: Optional[int] = typer.Option(None, "--iters", help="singan: iterations per scale (default 250; the paper 2000)."),
     sifid_net: Optional[str] = typer.Option(None, "--sifid-net", help="singan: feature net for the per-SinGAN SIFID (default random-cnn:0; 'none' skips)."),
 ) -> None:
     """Train a generator: a class-conditional GAN, or a group of single-image SinGANs for one class."""

@@ -529,7 +529,7 @@ class SinGAN(Generator):
     conditional = False
     defaults = {
         "scale_factor": 0.75, "min_size": 25, "max_size": 250, "filters": 32, "blocks": 5,
-        "iters": 300, "lr": 5e-4, "beta1": 0.5, "gp_weight": 0.1, "rec_weight": 10.0,
+        "iters": 250, "lr": 5e-4, "beta1": 0.5, "gp_weight": 0.1, "rec_weight": 10.0,
         "d_steps": 3, "g_steps": 3, "noise_amp": 0.1, "lr_decay_at": 0.8, "channels": None,
         "sifid_net": "random-cnn:0", "sifid_samples": 8,
     }
