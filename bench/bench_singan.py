@@ -1,6 +1,6 @@
 """SinGAN benchmarks on CBIS-DDSM malignant patches (issue 6). Results go to bench/RESULTS.md by hand.
 
-    python bench/bench_singan.py train   --out /tmp/singan-bench/train   [--iters 300] [--threads 1] [--index 0]
+    python bench/bench_singan.py train   --out /tmp/singan-bench/train   [--iters 250] [--threads 1] [--index 0]
     python bench/bench_singan.py scaling --out /tmp/singan-bench/scaling --sizes 32 64 128 --iters 20
     python bench/bench_singan.py sifid   --run /tmp/singan-bench/train --out /tmp/singan-bench/sifid --n 16 --others 16
     python bench/bench_singan.py study   --out /tmp/singan-bench/study --groups 2 4 8 --iters 80 --size 48
@@ -204,7 +204,7 @@ def main() -> None:
     sub = parser.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("train")
     p.add_argument("--out", required=True)
-    p.add_argument("--iters", type=int, default=300)
+    p.add_argument("--iters", type=int, default=250)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--index", type=int, default=0)
     p = sub.add_parser("scaling")
