@@ -160,8 +160,12 @@ def cmd_study(args) -> None:
     ReuseMembers = _reuse_executor()
     out = Path(args.out)
     t0, u0 = time.perf_counter(), _usage()
-    phantom = write_phantom(out / "phantom", PhantomConfig(n=args.n, size=args.size, malignant_fraction=0.2,
-                                                           healthy_fraction=0.4, difficulty="medium", seed=0))
+    out.mkdir(parents=True, exist_ok=True)
+    if args.data:  # real data (e.g. CBIS-DDSM): SinGANs at --size (images resampled), same study otherwise
+        phantom = Path(args.data)
+    else:
+        phantom = write_phantom(out / "phantom", PhantomConfig(n=args.n, size=args.size, malignant_fraction=0.2,
+                                                               healthy_fraction=0.4, difficulty="medium", seed=0))
     ds = load_dataset(phantom).split("train")
     pool = sorted((r for r in ds.records if r.label == "malignant"), key=lambda r: r.uid)
     biggest = max(args.groups)
@@ -174,7 +178,7 @@ def cmd_study(args) -> None:
         listing = out / f"singan-{k}.list"
         listing.write_text("\n".join(r.uid for r in chosen[:k]) + "\n")
         began = time.perf_counter()
-        gen = create_generator("singan", iters=args.iters)
+        gen = create_generator("singan", iters=args.iters, max_size=args.size)
         executor = None if k == biggest else ReuseMembers(out / f"singan-{biggest}")
         gen.fit(phantom, run, class_name="malignant", image_list=listing, seed=0, workers=args.workers,
                 executor=executor, progress=False, resume=True)
@@ -183,10 +187,11 @@ def cmd_study(args) -> None:
     u1 = _usage()
     arms = [{"name": "real", "kind": "real"}]
     arms += [{"name": f"real+singan{k}", "kind": "real+synthetic",
-              "synthetic": {"generator": str(out / f"singan-{k}"), "balance": True, "classes": ["malignant"]}}
+              "synthetic": {"generator": str(out / f"singan-{k}"), "classes": ["malignant"],
+                            **({"ratio": args.ratio} if args.ratio else {"balance": True})}}
              for k in args.groups]
     config = parse_config({
-        "name": "singan 2/4/8 on the 3-class phantom",
+        "name": f"singan {args.groups} on {'the 3-class phantom' if not args.data else args.data}",
         "data": {"path": str(phantom), "size": args.size, "channels": 1},
         "model": {"backbone": "resnet10t"},
         "train": {"epochs": args.epochs, "batch_size": 32, "lr": 0.002, "warmup_epochs": 0.5},
@@ -231,6 +236,9 @@ def main() -> None:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     p.add_argument("--workers", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--data", default="", help="a data set instead of the phantom (e.g. CBIS-DDSM)")
+    p.add_argument("--ratio", type=float, default=0.0, help="synthetic malignant images per real training "
+                   "image (default: balance malignant up to the largest class)")
     args = parser.parse_args()
     {"train": cmd_train, "scaling": cmd_scaling, "sifid": cmd_sifid, "study": cmd_study}[args.cmd](args)
 
