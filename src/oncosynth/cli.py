@@ -165,12 +165,42 @@ def study(
     config: Path = typer.Argument(..., help="Study YAML (data, arms, fractions, seeds, DP epsilons, test sets)."),
     out: Path = typer.Option(Path("study-out"), "--out", help="Output folder; finished cells there are skipped."),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N"),
+    executor: str = typer.Option("local", "--executor", help="Where cells run (issue 8): local | ray."),
+    workers: int = typer.Option(0, "--workers",
+                                help="local: 0 = in this process, N = a pool of N processes; "
+                                     "ray with --ray-address local: the CPUs of the private cluster."),
+    ray_address: str = typer.Option("auto", "--ray-address",
+                                    help="ray: auto (the cluster `ray start` made on this machine) | HOST:PORT | "
+                                         "local (start a private one-machine cluster)."),
+    retries: int = typer.Option(0, "--retries", help="Further attempts for a cell that fails or whose worker dies."),
+    cpus_per_cell: int = typer.Option(1, "--cpus-per-cell",
+                                      help="Threads (and Ray CPUs) per cell when cells run in workers on CPU."),
 ) -> None:
     """Run a classifier-utility study grid; writes results.json, results.csv, predictions and report.html."""
     from oncosynth.study import run_study
 
-    report = run_study(config, out, device=device)
+    options = executor_options(executor, workers, ray_address, retries)
+    report = run_study(config, out, device=device, executor=executor, executor_options=options,
+                       threads_per_cell=cpus_per_cell)
     typer.echo(f"report written to {report}")
+
+
+def executor_options(executor: str, workers: int, ray_address: str, retries: int) -> dict:
+    """CLI flags -> ``create_executor`` options (shared by every command that runs units)."""
+    from oncosynth.errors import ConfigError
+
+    if executor == "local":
+        if ray_address != "auto":
+            raise ConfigError("--ray-address is for --executor ray")
+        return {"workers": workers, "retries": retries}
+    if executor == "ray":
+        if ray_address == "local":
+            return {"address": None, "num_cpus": workers or None, "retries": retries}
+        if workers:
+            raise ConfigError("--workers sizes a private cluster (--ray-address local); a running Ray "
+                              "cluster already has its own CPUs")
+        return {"address": ray_address, "retries": retries}
+    raise ConfigError(f"unknown --executor '{executor}'; known: local, ray")
 
 
 def main() -> None:

@@ -4,6 +4,11 @@ A *cell* is one (arm, epsilon, fraction, seed). Each cell writes its
 predictions and ``metrics.json`` (the completion marker) under
 ``out/cells/<cell>/``; a re-run skips finished cells and resumes an
 interrupted one from its last finished epoch.
+
+Each unfinished cell is one unit of work (:func:`cell_unit`) handed to an
+executor (``oncosynth.executor``): in this process by default, or a local
+process pool, or Ray tasks on a cluster. The output folder is the only thing
+cells share, so a study can be resumed under another executor.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import os
 import re
 import time
 from dataclasses import dataclass, field
@@ -25,7 +31,8 @@ from oncosynth.classifiers import DPConfig, create_classifier, predict_proba, sa
 from oncosynth.classifiers.scores import youden_threshold
 from oncosynth.data import Dataset, cached_tensors, load_dataset, sample_fraction
 from oncosynth.data.decode import convert_images
-from oncosynth.errors import ConfigError, DataError
+from oncosynth.errors import ConfigError, DataError, WorkFailed
+from oncosynth.executor import Executor, LocalExecutor, Outcome, Resources, Unit, create_executor
 from oncosynth.io import atomic_write, write_json
 from oncosynth.runtime import hash_strings, make_manifest, resolve_device
 from oncosynth.study.config import ArmConfig, StudyConfig, SyntheticSource, load_config
@@ -397,50 +404,158 @@ def write_csv(path: Path, rows: list[dict]) -> None:
 
 
 # ----------------------------------------------------------------- run ----
+_PREPARED: dict[str, Prepared] = {}  # per process: the inputs of the study its cells belong to
+
+
+def _config_key(config: StudyConfig) -> str:
+    return hash_strings([json.dumps(config.model_dump(mode="json"), sort_keys=True)])
+
+
+def prepared_for(config: StudyConfig) -> Prepared:
+    """The study's checked inputs, loaded once per process (a pool or Ray worker runs many cells).
+
+    Re-loading is cheap: the pixels come from the memory-mapped tensor cache the driver filled.
+    """
+    key = _config_key(config)
+    if key not in _PREPARED:
+        _PREPARED.clear()  # one study per process at a time; bounds the memory
+        _PREPARED[key] = prepare(config, progress=False)
+    return _PREPARED[key]
+
+
+def cell_unit(config: StudyConfig, cell: Cell, out: str, device: str, threads: int | None = None,
+              cache_dir: str | None = None, on_epoch=None) -> dict:
+    """One study cell as a unit of work: load the inputs, train, write the cell folder, return its record.
+
+    Runs wherever the executor puts it; everything it writes goes under ``out/cells/<cell>/``
+    (predictions atomically, ``metrics.json`` last), so any executor can resume the study.
+    """
+    if threads is not None:
+        torch.set_num_threads(threads)
+    if cache_dir is not None:  # the driver's tensor cache (a shared folder on a cluster)
+        os.environ["ONCOSYNTH_CACHE"] = cache_dir
+    folder = Path(out) / "cells" / cell.id
+    marker = folder / "metrics.json"
+    if marker.is_file():  # a retried unit whose first attempt finished after all
+        record = json.loads(marker.read_text())
+        if record.get("fingerprint") == cell_fingerprint(config, cell):
+            return record
+    return run_cell(config, prepared_for(config), cell, folder, resolve_device(device), on_epoch)
+
+
+def cell_resources(device: torch.device, threads: int = 1) -> Resources:
+    """What one cell asks the executor for: a GPU when training on CUDA, else ``threads`` CPUs."""
+    if device.type == "cuda":
+        return Resources(cpus=1, gpus=1)
+    return Resources(cpus=threads)
+
+
 def run_study(config: StudyConfig | str | Path, out: str | Path = "study-out", device: str = "auto",
-              progress: bool = True) -> Path:
-    """Run (or resume) every cell, then write results.json, results.csv and report.html; return the report path."""
+              progress: bool = True, executor: Executor | str | None = None,
+              executor_options: dict[str, Any] | None = None, threads_per_cell: int = 1) -> Path:
+    """Run (or resume) every cell, then write results.json, results.csv and report.html; return the report path.
+
+    ``executor`` decides where cells run: ``None``/``"local"`` (in this process unless
+    ``executor_options={"workers": N}``), ``"ray"`` (``executor_options`` ``address``,
+    ``num_cpus``, ``retries``) or an :class:`~oncosynth.executor.Executor` instance. Finished
+    cells are kept whatever happens to others; failed cells are listed in a
+    :class:`~oncosynth.errors.WorkFailed` raised after every other cell finished.
+    """
     if not isinstance(config, StudyConfig):
         config = load_config(config)
     out = Path(out).resolve()
     device = resolve_device(device)
-    prepared = prepare(config, progress=progress)  # all input errors surface here, before training
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "config.json", config.model_dump(mode="json"))
     cells = plan_cells(config)
-    records = []
-    bar = tqdm(cells, desc=f"study {config.name}", unit="cell", disable=not progress)
-    started, trained = time.perf_counter(), 0
-    for number, cell in enumerate(bar):
-        folder = out / "cells" / cell.id
-        marker = folder / "metrics.json"
+    records: dict[str, dict] = {}
+    todo = []
+    for cell in cells:
+        marker = out / "cells" / cell.id / "metrics.json"
         if marker.is_file():
             record = json.loads(marker.read_text())
             if record.get("fingerprint", cell_fingerprint(config, cell)) != cell_fingerprint(config, cell):
-                raise ConfigError(f"{folder} was computed with other settings than this config; "
+                raise ConfigError(f"{marker.parent} was computed with other settings than this config; "
                                   "use another --out folder or delete that cell")
-            records.append(record)
-            continue
+            records[cell.id] = record
+        else:
+            todo.append(cell)
 
-        def on_epoch(info: dict, cell=cell, number=number) -> None:
-            bar.set_postfix_str(f"{cell.id} epoch {info['epoch']}/{info['epochs']} "
-                                f"val {info.get('val_' + config.train.select_on, float('nan')):.3f}")
+    own_executor = not isinstance(executor, Executor)
+    if own_executor:  # an unreachable cluster fails here, before the data are loaded
+        executor = create_executor(executor or "local", **(executor_options or {}))
+    try:
+        inline = isinstance(executor, LocalExecutor) and executor.workers == 0
+        units = _cell_units(config, todo, out, device, executor, inline, threads_per_cell)
+        if hasattr(executor, "check"):  # e.g. GPUs the cluster lacks: fail before any work
+            executor.check(units)
+        prepared = prepare(config, progress=progress)  # all input errors surface here, before training
+        out.mkdir(parents=True, exist_ok=True)
+        write_json(out / "config.json", config.model_dump(mode="json"))
+        if inline:
+            _PREPARED.clear()
+            _PREPARED[_config_key(config)] = prepared  # the cells reuse what was just loaded
+        failures = _run_cells(config, units, cells, records, executor, progress)
+    finally:
+        if own_executor:
+            executor.close()
+    if failures:
+        finished = sum(1 for c in cells if c.id in records)
+        listed = "; ".join(f"{o.key}: {o.error} (after {o.attempts} attempt(s))" for o in failures)
+        raise WorkFailed(f"{len(failures)} of {len(cells)} study cells failed ({listed}). The {finished} finished "
+                         f"cells are kept in {out / 'cells'}; run the same command again to retry only the others")
 
-        bar.set_postfix_str(f"{cell.id} starting")
-        records.append(run_cell(config, prepared, cell, folder, device, on_epoch))
-        trained += 1
-        left = len(cells) - number - 1
-        per_cell = (time.perf_counter() - started) / trained
-        bar.set_postfix_str(f"{cell.id} done; ~{per_cell * left / 60:.1f} min left")
-    bar.close()
-
-    rows = aggregate(config, records, out, prepared.classes, prepared.positive)
+    ordered = [records[c.id] for c in cells]
+    rows = aggregate(config, ordered, out, prepared.classes, prepared.positive)
     manifest = make_manifest("study", config.model_dump(mode="json"), None, prepared.data_hash,
                              device=str(device), cells=len(cells))
     write_json(out / "results.json", {"manifest": manifest, "classes": prepared.classes,
                                       "positive_class": prepared.classes[prepared.positive],
-                                      "summary": rows, "cells": records})
+                                      "summary": rows, "cells": ordered})
     write_csv(out / "results.csv", rows)
     from oncosynth.study.report import write_report
 
-    return write_report(out / "report.html", config, prepared, records, rows, out)
+    return write_report(out / "report.html", config, prepared, ordered, rows, out)
+
+
+def _cell_units(config: StudyConfig, todo: list[Cell], out: Path, device: torch.device, executor: Executor,
+                inline: bool, threads: int) -> list[Unit]:
+    # a remote worker sees only the GPU(s) Ray gave it, as cuda:0
+    unit_device = "cuda" if device.type == "cuda" and not isinstance(executor, LocalExecutor) else str(device)
+    units = []
+    for cell in todo:
+        kwargs: dict[str, Any] = {}
+        if not inline:
+            kwargs["threads"] = threads
+            kwargs["cache_dir"] = os.environ.get("ONCOSYNTH_CACHE")
+        units.append(Unit(cell.id, cell_unit, (config, cell, str(out), unit_device), kwargs,
+                          cell_resources(device, threads)))
+    return units
+
+
+def _run_cells(config: StudyConfig, units: list[Unit], cells: list[Cell], records: dict[str, dict],
+               executor: Executor, progress: bool) -> list[Outcome]:
+    """Hand the unfinished cells to the executor; fill ``records`` as they finish; return the failures."""
+    bar = tqdm(total=len(cells), initial=len(cells) - len(units), desc=f"study {config.name}", unit="cell",
+               disable=not progress)
+    if isinstance(executor, LocalExecutor) and executor.workers == 0:  # in this process: epoch progress too
+        for unit in units:
+            def on_epoch(info: dict, key=unit.key) -> None:
+                bar.set_postfix_str(f"{key} epoch {info['epoch']}/{info['epochs']} "
+                                    f"val {info.get('val_' + config.train.select_on, float('nan')):.3f}")
+            unit.kwargs["on_epoch"] = on_epoch
+        if units:
+            bar.set_postfix_str(f"{units[0].key} starting")
+    failures = []
+    started, trained = time.perf_counter(), 0
+    for outcome in executor.run(units):
+        bar.update(1)
+        if not outcome.ok:
+            failures.append(outcome)
+            bar.set_postfix_str(f"{outcome.key} FAILED")
+            continue
+        records[outcome.key] = outcome.value
+        trained += 1
+        left = len(units) - trained - len(failures)
+        per_cell = (time.perf_counter() - started) / trained
+        bar.set_postfix_str(f"{outcome.key} done; ~{per_cell * left / 60:.1f} min left")
+    bar.close()
+    return failures
