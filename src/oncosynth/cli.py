@@ -95,6 +95,9 @@ def train_generator(
     sample_every: int = typer.Option(500, "--sample-every", help="Write a sample grid every N steps (0: never)."),
     tensorboard: bool = typer.Option(False, "--tensorboard", help="Also log to TensorBoard (needs the package)."),
     data_format: Optional[str] = typer.Option(None, "--format", help="Override data layout detection."),
+    distributed: bool = typer.Option(False, "--distributed",
+                                     help="Data-parallel over the processes torchrun started (issue 8); "
+                                          "--batch-size is the global batch."),
 ) -> None:
     """Train a class-conditional generator; resumable, checkpointed, with sample grids."""
     from oncosynth.data import load_dataset
@@ -107,8 +110,9 @@ def train_generator(
     dataset = load_dataset(data, format=data_format)
     gen.fit(dataset, out, steps=steps, batch_size=batch_size, seed=seed, device=device, resume=resume,
             checkpoint_every=checkpoint_every, sample_every=sample_every or None, tensorboard=tensorboard,
-            classes=classes or None)
-    typer.echo(f"{gen.name}: trained {gen.step} steps; model in {out}")
+            classes=classes or None, distributed=distributed)
+    if not distributed or os.environ.get("RANK", "0") == "0":
+        typer.echo(f"{gen.name}: trained {gen.step} steps; model in {out}")
 
 
 @app.command("generate")
@@ -175,14 +179,18 @@ def study(
     retries: int = typer.Option(0, "--retries", help="Further attempts for a cell that fails or whose worker dies."),
     cpus_per_cell: int = typer.Option(1, "--cpus-per-cell",
                                       help="Threads (and Ray CPUs) per cell when cells run in workers on CPU."),
+    distributed: bool = typer.Option(False, "--distributed",
+                                     help="Under torchrun: train each cell data-parallel on all processes "
+                                          "(train.batch_size is the global batch); rank 0 writes."),
 ) -> None:
     """Run a classifier-utility study grid; writes results.json, results.csv, predictions and report.html."""
     from oncosynth.study import run_study
 
     options = executor_options(executor, workers, ray_address, retries)
     report = run_study(config, out, device=device, executor=executor, executor_options=options,
-                       threads_per_cell=cpus_per_cell)
-    typer.echo(f"report written to {report}")
+                       threads_per_cell=cpus_per_cell, distributed=distributed)
+    if not distributed or os.environ.get("RANK", "0") == "0":
+        typer.echo(f"report written to {report}")
 
 
 def executor_options(executor: str, workers: int, ray_address: str, retries: int) -> dict:

@@ -31,6 +31,7 @@ from oncosynth.classifiers import DPConfig, create_classifier, predict_proba, sa
 from oncosynth.classifiers.scores import youden_threshold
 from oncosynth.data import Dataset, cached_tensors, load_dataset, sample_fraction
 from oncosynth.data.decode import convert_images
+from oncosynth.distributed import SINGLE, DistContext, init_distributed, shutdown
 from oncosynth.errors import ConfigError, DataError, WorkFailed
 from oncosynth.executor import Executor, LocalExecutor, Outcome, Resources, Unit, create_executor
 from oncosynth.io import atomic_write, write_json
@@ -251,8 +252,12 @@ def cell_fingerprint(config: StudyConfig, cell: Cell) -> str:
 
 # ------------------------------------------------------------ one cell ----
 def run_cell(config: StudyConfig, prepared: Prepared, cell: Cell, folder: Path, device: torch.device,
-             on_epoch=None) -> dict:
-    """Train and evaluate one cell; write predictions and metrics.json (last, as completion marker)."""
+             on_epoch=None, context: DistContext = SINGLE) -> dict:
+    """Train and evaluate one cell; write predictions and metrics.json (last, as completion marker).
+
+    Under torchrun (``context`` active) every rank trains its share of each batch and only
+    rank 0 writes files.
+    """
     wall, cpu = time.perf_counter(), time.process_time()
     data = config.data
     index = torch.from_numpy(prepared.fraction_index[(cell.fraction, cell.seed)])
@@ -279,7 +284,8 @@ def run_cell(config: StudyConfig, prepared: Prepared, cell: Cell, folder: Path, 
     if kind == "synthetic-pretrain+real-finetune":
         pre_config = config.train.model_copy(update={"epochs": cell.arm.pretrain_epochs})
         pretrain = train_classifier(model, synthetic, prepared.val, pre_config, seed=cell.seed, device=device,
-                                    positive=prepared.positive, state_dir=folder / "pretrain", progress=on_epoch)
+                                    positive=prepared.positive, state_dir=folder / "pretrain", progress=on_epoch,
+                                    context=context)
         info["pretrain_seconds"] = pretrain.seconds
         train_set = real
     elif kind == "real+synthetic":
@@ -289,19 +295,23 @@ def run_cell(config: StudyConfig, prepared: Prepared, cell: Cell, folder: Path, 
     else:
         train_set = real
     result = train_classifier(model, train_set, prepared.val, train_config, seed=cell.seed, device=device,
-                              positive=prepared.positive, dp=dp, state_dir=folder, progress=on_epoch)
+                              positive=prepared.positive, dp=dp, state_dir=folder, progress=on_epoch,
+                              context=context)
 
     val_probs = predict_proba(model, prepared.val[0], device, train_config.eval_batch_size)
     val_labels = prepared.val[1].numpy()
     threshold = youden_threshold((val_labels == prepared.positive).astype(np.int64), val_probs[:, prepared.positive])
     metrics = {}
+    writes = context.is_main
     for name, (images, labels, uids) in prepared.tests.items():
         probs = predict_proba(model, images, device, train_config.eval_batch_size)
-        _write_predictions(folder / f"predictions_{name}.csv", uids, labels.numpy(), probs, prepared.classes)
+        if writes:
+            _write_predictions(folder / f"predictions_{name}.csv", uids, labels.numpy(), probs, prepared.classes)
         metrics[name] = stats.cell_metrics(labels.numpy(), probs, prepared.positive, threshold, prepared.classes)
-    _write_predictions(folder / "predictions_val.csv", [""] * len(val_labels), val_labels, val_probs,
-                       prepared.classes)
-    if config.save_models:
+    if writes:
+        _write_predictions(folder / "predictions_val.csv", [""] * len(val_labels), val_labels, val_probs,
+                           prepared.classes)
+    if config.save_models and writes:
         save_classifier(model, folder / "model", manifest=make_manifest(
             "classifier", config.model.model_dump(), cell.seed, prepared.data_hash, cell=cell.id))
     record = {
@@ -314,6 +324,10 @@ def run_cell(config: StudyConfig, prepared: Prepared, cell: Cell, folder: Path, 
         "wall_seconds": time.perf_counter() - wall, "cpu_seconds": time.process_time() - cpu,
         "device": str(device),
     }
+    if context.active:
+        record["world_size"] = context.world_size
+    if not writes:
+        return record
     write_json(folder / "metrics.json", record)
     for leftover in (folder / "train_state.pt", folder / "pretrain" / "train_state.pt"):
         leftover.unlink(missing_ok=True)  # the cell is final; resume state is no longer needed
@@ -424,7 +438,7 @@ def prepared_for(config: StudyConfig) -> Prepared:
 
 
 def cell_unit(config: StudyConfig, cell: Cell, out: str, device: str, threads: int | None = None,
-              cache_dir: str | None = None, on_epoch=None) -> dict:
+              cache_dir: str | None = None, on_epoch=None, context: DistContext = SINGLE) -> dict:
     """One study cell as a unit of work: load the inputs, train, write the cell folder, return its record.
 
     Runs wherever the executor puts it; everything it writes goes under ``out/cells/<cell>/``
@@ -440,7 +454,7 @@ def cell_unit(config: StudyConfig, cell: Cell, out: str, device: str, threads: i
         record = json.loads(marker.read_text())
         if record.get("fingerprint") == cell_fingerprint(config, cell):
             return record
-    return run_cell(config, prepared_for(config), cell, folder, resolve_device(device), on_epoch)
+    return run_cell(config, prepared_for(config), cell, folder, resolve_device(device), on_epoch, context)
 
 
 def cell_resources(device: torch.device, threads: int = 1) -> Resources:
@@ -452,7 +466,8 @@ def cell_resources(device: torch.device, threads: int = 1) -> Resources:
 
 def run_study(config: StudyConfig | str | Path, out: str | Path = "study-out", device: str = "auto",
               progress: bool = True, executor: Executor | str | None = None,
-              executor_options: dict[str, Any] | None = None, threads_per_cell: int = 1) -> Path:
+              executor_options: dict[str, Any] | None = None, threads_per_cell: int = 1,
+              distributed: bool = False) -> Path:
     """Run (or resume) every cell, then write results.json, results.csv and report.html; return the report path.
 
     ``executor`` decides where cells run: ``None``/``"local"`` (in this process unless
@@ -460,11 +475,25 @@ def run_study(config: StudyConfig | str | Path, out: str | Path = "study-out", d
     ``num_cpus``, ``retries``) or an :class:`~oncosynth.executor.Executor` instance. Finished
     cells are kept whatever happens to others; failed cells are listed in a
     :class:`~oncosynth.errors.WorkFailed` raised after every other cell finished.
+
+    ``distributed=True`` (under torchrun): each cell in turn is trained data-parallel by all
+    ranks (DDP); rank 0 writes the cells and the results.
     """
     if not isinstance(config, StudyConfig):
         config = load_config(config)
     out = Path(out).resolve()
-    device = resolve_device(device)
+    context = SINGLE
+    if distributed:
+        if executor not in (None, "local") or (executor_options or {}).get("workers"):
+            raise ConfigError("--distributed trains one cell at a time on all torchrun processes; "
+                              "it cannot be combined with --executor ray or --workers")
+        if any(cell.epsilon is not None for cell in plan_cells(config)):
+            raise ConfigError("--distributed does not run DP-SGD cells (opacus); drop the DP arms or run "
+                              "them without --distributed")
+        context, device = init_distributed(device, config.train.batch_size)
+        progress = progress and context.is_main
+    else:
+        device = resolve_device(device)
     cells = plan_cells(config)
     records: dict[str, dict] = {}
     todo = []
@@ -485,11 +514,15 @@ def run_study(config: StudyConfig | str | Path, out: str | Path = "study-out", d
     try:
         inline = isinstance(executor, LocalExecutor) and executor.workers == 0
         units = _cell_units(config, todo, out, device, executor, inline, threads_per_cell)
+        if context.active:
+            for unit in units:
+                unit.kwargs["context"] = context
         if hasattr(executor, "check"):  # e.g. GPUs the cluster lacks: fail before any work
             executor.check(units)
         prepared = prepare(config, progress=progress)  # all input errors surface here, before training
-        out.mkdir(parents=True, exist_ok=True)
-        write_json(out / "config.json", config.model_dump(mode="json"))
+        if context.is_main:
+            out.mkdir(parents=True, exist_ok=True)
+            write_json(out / "config.json", config.model_dump(mode="json"))
         if inline:
             _PREPARED.clear()
             _PREPARED[_config_key(config)] = prepared  # the cells reuse what was just loaded
@@ -503,6 +536,9 @@ def run_study(config: StudyConfig | str | Path, out: str | Path = "study-out", d
         raise WorkFailed(f"{len(failures)} of {len(cells)} study cells failed ({listed}). The {finished} finished "
                          f"cells are kept in {out / 'cells'}; run the same command again to retry only the others")
 
+    if not context.is_main:
+        shutdown(context)
+        return out / "report.html"
     ordered = [records[c.id] for c in cells]
     rows = aggregate(config, ordered, out, prepared.classes, prepared.positive)
     manifest = make_manifest("study", config.model_dump(mode="json"), None, prepared.data_hash,
@@ -513,7 +549,9 @@ def run_study(config: StudyConfig | str | Path, out: str | Path = "study-out", d
     write_csv(out / "results.csv", rows)
     from oncosynth.study.report import write_report
 
-    return write_report(out / "report.html", config, prepared, ordered, rows, out)
+    report = write_report(out / "report.html", config, prepared, ordered, rows, out)
+    shutdown(context)
+    return report
 
 
 def _cell_units(config: StudyConfig, todo: list[Cell], out: Path, device: torch.device, executor: Executor,
