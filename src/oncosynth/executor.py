@@ -162,7 +162,9 @@ class RayExecutor(Executor):
     :meth:`close`); ``"auto"`` joins the cluster this machine belongs to (``ray start`` ran
     here); ``"HOST:PORT"`` joins that head node. Retries are done by this driver (Ray's own
     retries are off) so a unit gets exactly ``retries`` further attempts whether it raised or
-    its worker process died, and ``Outcome.attempts`` counts them.
+    its worker process died, and ``Outcome.attempts`` counts them. At most ``max_in_flight``
+    tasks are submitted at a time (more are queued here), so a 100,000-unit campaign keeps
+    the driver's bookkeeping and the head node's task table small.
 
     Workers import ``fn`` by module name: on a local cluster this package's source folder is
     put on their ``PYTHONPATH``; on a remote cluster oncosynth must be installed on every node
@@ -172,8 +174,12 @@ class RayExecutor(Executor):
     name = "ray"
 
     def __init__(self, address: str | None = "auto", num_cpus: int | None = None, retries: int = 0,
-                 runtime_env: dict[str, Any] | None = None, check_resources: bool = True):
+                 runtime_env: dict[str, Any] | None = None, check_resources: bool = True,
+                 max_in_flight: int = 2000):
         super().__init__(retries)
+        if max_in_flight < 1:
+            raise ConfigError(f"max_in_flight must be >= 1, not {max_in_flight}")
+        self.max_in_flight = max_in_flight
         try:
             import ray
         except ImportError:
@@ -245,11 +251,17 @@ class RayExecutor(Executor):
         if self.check_resources:
             self.check(units)
         attempts = {unit.key: 1 for unit in units}
-        pending = {self._submit(unit): unit for unit in units}
+        queue = list(reversed(units))  # popped from the end: submitted in the given order
+        pending: dict[Any, Unit] = {}
         try:
-            while pending:
-                done, _ = ray.wait(list(pending), num_returns=1)
-                for ref in done:
+            while pending or queue:
+                while queue and len(pending) < self.max_in_flight:
+                    unit = queue.pop()
+                    pending[self._submit(unit)] = unit
+                refs = list(pending)
+                done, _ = ray.wait(refs, num_returns=1)
+                more, _ = ray.wait(refs, num_returns=len(refs), timeout=0)  # everything else already finished
+                for ref in dict.fromkeys([*done, *more]):
                     unit = pending.pop(ref)
                     try:
                         value = ray.get(ref)
