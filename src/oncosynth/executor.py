@@ -88,6 +88,9 @@ class Executor(abc.ABC):
     def run(self, units: Iterable[Unit]) -> Iterator[Outcome]:
         """Yield one :class:`Outcome` per unit, as each finishes."""
 
+    def check(self, units: list[Unit]) -> None:
+        """Raise ConfigError if some unit cannot run here; called before any work. Default: nothing to check."""
+
     def close(self) -> None:
         """Release workers / cluster connections."""
 

@@ -517,8 +517,7 @@ def run_study(config: StudyConfig | str | Path, out: str | Path = "study-out", d
         if context.active:
             for unit in units:
                 unit.kwargs["context"] = context
-        if hasattr(executor, "check"):  # e.g. GPUs the cluster lacks: fail before any work
-            executor.check(units)
+        executor.check(units)  # e.g. GPUs the cluster lacks: fail before any work
         prepared = prepare(config, progress=progress)  # all input errors surface here, before training
         if context.is_main:
             out.mkdir(parents=True, exist_ok=True)
