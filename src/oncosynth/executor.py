@@ -209,7 +209,12 @@ class RayExecutor(Executor):
         except (ConnectionError, RuntimeError, ValueError) as exc:
             where = "no running Ray cluster was found on this machine (start one with `ray start --head`, " \
                     "or give --ray-address HOST:PORT)" if address == "auto" else f"cannot join the Ray cluster at {address}"
-            raise ConfigError(f"{where}: {str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}") from None
+            text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            chain = " ".join(str(e) for e in (exc, exc.__cause__, exc.__context__) if e is not None)
+            if "InvalidAuthToken" in chain or "AuthenticationError" in chain:
+                text += ("; the cluster uses token authentication: run with RAY_AUTH_MODE=token set, the token "
+                         "being in ~/.ray/auth_token or RAY_AUTH_TOKEN (see Ray's token-authentication page)")
+            raise ConfigError(f"{where}: {text}") from None
         self._owns_cluster = address is None
 
     # ------------------------------------------------------------------ checks
