@@ -4,7 +4,7 @@ and FLOP counts for the per-cell figures that docs/scaling.md extrapolates from.
     OMP_NUM_THREADS=1 PYTHONPATH=src .venv/bin/python bench/bench_scale.py all --out bench/out/scale
 
 Sub-commands: ``study`` (the 12-cell grid under local 0/1/2 workers and Ray at 2 CPUs),
-``overhead`` (no-op Ray tasks), ``flops`` (train-step FLOPs of the study classifier and cdcgan),
+``overhead`` (no-op Ray tasks), ``many`` (5,000 no-op tasks, with and without the in-flight window), ``flops`` (train-step FLOPs of the study classifier and cdcgan),
 ``all``. Results are printed as JSON and written to ``OUT/scale.json``.
 """
 
@@ -102,6 +102,26 @@ def bench_overhead(n: int = 200) -> dict:
     return result
 
 
+def bench_many(n: int = 5000) -> dict:
+    """Driver cost with many units in flight: the max_in_flight window against none."""
+    from oncosynth.executor import RayExecutor, Unit
+
+    executor = RayExecutor(address=None, num_cpus=2)
+    list(executor.run([Unit(f"warm-{i}", _noop, (i,)) for i in range(4)]))
+    result = {"units": n, "load_before": load()}
+    for window in (2000, n):
+        executor.max_in_flight = window
+        t = time.perf_counter()
+        outcomes = list(executor.run([Unit(f"u{window}-{i}", _noop, (i,)) for i in range(n)]))
+        wall = time.perf_counter() - t
+        assert len(outcomes) == n and all(o.ok for o in outcomes)
+        result[f"max_in_flight={window}"] = {"wall_s": round(wall, 1), "per_task_ms": round(1000 * wall / n, 2)}
+    result["load_after"] = load()
+    executor.close()
+    print("many", result, flush=True)
+    return result
+
+
 def bench_flops() -> dict:
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -135,7 +155,7 @@ def bench_flops() -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("what", choices=["study", "overhead", "flops", "all"])
+    parser.add_argument("what", choices=["study", "overhead", "flops", "many", "all"])
     parser.add_argument("--out", type=Path, default=Path("bench/out/scale"))
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -147,6 +167,8 @@ def main() -> None:
         report["flops"] = bench_flops()
     if args.what in ("overhead", "all"):
         report["ray_overhead"] = bench_overhead()
+    if args.what == "many":
+        report["ray_many_units"] = bench_many()
     if args.what in ("study", "all"):
         report["study_12_cells"] = bench_study(args.out)
     path = args.out / f"scale-{args.what}.json"

@@ -179,6 +179,8 @@ def study(
     retries: int = typer.Option(0, "--retries", help="Further attempts for a cell that fails or whose worker dies."),
     cpus_per_cell: int = typer.Option(1, "--cpus-per-cell",
                                       help="Threads (and Ray CPUs) per cell when cells run in workers on CPU."),
+    gpus_per_cell: float = typer.Option(1.0, "--gpus-per-cell",
+                                        help="ray with --device cuda: GPU share per cell (0.25 packs 4 cells per GPU)."),
     distributed: bool = typer.Option(False, "--distributed",
                                      help="Under torchrun: train each cell data-parallel on all processes "
                                           "(train.batch_size is the global batch); rank 0 writes."),
@@ -188,7 +190,7 @@ def study(
 
     options = executor_options(executor, workers, ray_address, retries)
     report = run_study(config, out, device=device, executor=executor, executor_options=options,
-                       threads_per_cell=cpus_per_cell, distributed=distributed)
+                       threads_per_cell=cpus_per_cell, distributed=distributed, gpus_per_cell=gpus_per_cell)
     if not distributed or os.environ.get("RANK", "0") == "0":
         typer.echo(f"report written to {report}")
 

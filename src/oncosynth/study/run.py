@@ -457,17 +457,18 @@ def cell_unit(config: StudyConfig, cell: Cell, out: str, device: str, threads: i
     return run_cell(config, prepared_for(config), cell, folder, resolve_device(device), on_epoch, context)
 
 
-def cell_resources(device: torch.device, threads: int = 1) -> Resources:
-    """What one cell asks the executor for: a GPU when training on CUDA, else ``threads`` CPUs."""
+def cell_resources(device: torch.device, threads: int = 1, gpus: float = 1.0) -> Resources:
+    """What one cell asks the executor for: ``gpus`` of a GPU when training on CUDA (a fraction packs
+    several cells on one GPU), else ``threads`` CPUs."""
     if device.type == "cuda":
-        return Resources(cpus=1, gpus=1)
+        return Resources(cpus=1, gpus=gpus)
     return Resources(cpus=threads)
 
 
 def run_study(config: StudyConfig | str | Path, out: str | Path = "study-out", device: str = "auto",
               progress: bool = True, executor: Executor | str | None = None,
               executor_options: dict[str, Any] | None = None, threads_per_cell: int = 1,
-              distributed: bool = False) -> Path:
+              distributed: bool = False, gpus_per_cell: float = 1.0) -> Path:
     """Run (or resume) every cell, then write results.json, results.csv and report.html; return the report path.
 
     ``executor`` decides where cells run: ``None``/``"local"`` (in this process unless
@@ -513,7 +514,9 @@ def run_study(config: StudyConfig | str | Path, out: str | Path = "study-out", d
         executor = create_executor(executor or "local", **(executor_options or {}))
     try:
         inline = isinstance(executor, LocalExecutor) and executor.workers == 0
-        units = _cell_units(config, todo, out, device, executor, inline, threads_per_cell)
+        if not 0 < gpus_per_cell <= 1 and not (gpus_per_cell > 1 and float(gpus_per_cell).is_integer()):
+            raise ConfigError(f"gpus per cell must be a fraction in (0, 1] or a whole number, not {gpus_per_cell}")
+        units = _cell_units(config, todo, out, device, executor, inline, threads_per_cell, gpus_per_cell)
         if context.active:
             for unit in units:
                 unit.kwargs["context"] = context
@@ -554,7 +557,7 @@ def run_study(config: StudyConfig | str | Path, out: str | Path = "study-out", d
 
 
 def _cell_units(config: StudyConfig, todo: list[Cell], out: Path, device: torch.device, executor: Executor,
-                inline: bool, threads: int) -> list[Unit]:
+                inline: bool, threads: int, gpus: float = 1.0) -> list[Unit]:
     # a remote worker sees only the GPU(s) Ray gave it, as cuda:0
     unit_device = "cuda" if device.type == "cuda" and not isinstance(executor, LocalExecutor) else str(device)
     units = []
@@ -564,7 +567,7 @@ def _cell_units(config: StudyConfig, todo: list[Cell], out: Path, device: torch.
             kwargs["threads"] = threads
             kwargs["cache_dir"] = os.environ.get("ONCOSYNTH_CACHE")
         units.append(Unit(cell.id, cell_unit, (config, cell, str(out), unit_device), kwargs,
-                          cell_resources(device, threads)))
+                          cell_resources(device, threads, gpus)))
     return units
 
 
