@@ -59,6 +59,13 @@ def test_a_dead_worker_is_retried_or_reported_without_losing_the_others(cluster,
     assert reported[1].ok and reported[1].value == 4
 
 
+def test_gpu_units_get_a_fresh_worker_each():
+    from oncosynth.executor import _ray_remote
+
+    assert _ray_remote(ray, gpu=True)._default_options.get("max_calls") == 1
+    assert not _ray_remote(ray, gpu=False)._default_options.get("max_calls")
+
+
 def test_bad_cluster_input_fails_before_any_work(cluster):
     executor = RayExecutor()
     with pytest.raises(ConfigError, match="GPU"):

@@ -250,7 +250,7 @@ class RayExecutor(Executor):
                                    "retry_exceptions": False, "name": unit.key}
         if need.memory_gb is not None:
             options["memory"] = int(need.memory_gb * 2**30)
-        return _ray_remote(self._ray).options(**options).remote(unit.fn, unit.args, unit.kwargs)
+        return _ray_remote(self._ray, gpu=need.gpus > 0).options(**options).remote(unit.fn, unit.args, unit.kwargs)
 
     def run(self, units: Iterable[Unit]) -> Iterator[Outcome]:
         ray = self._ray
@@ -291,15 +291,19 @@ class RayExecutor(Executor):
             self._owns_cluster = False
 
 
-_REMOTE = None
+_REMOTE: dict[bool, Any] = {}
 
 
-def _ray_remote(ray):
-    """One remote function that runs any unit (resources are set per call with ``.options``)."""
-    global _REMOTE
-    if _REMOTE is None:
-        _REMOTE = ray.remote(_call_parts)
-    return _REMOTE
+def _ray_remote(ray, gpu: bool = False):
+    """The remote function that runs any unit (resources are set per call with ``.options``).
+
+    GPU units get a fresh worker process each (``max_calls=1``, Ray's own default for functions
+    declared with GPUs): a reused process would keep the GPU it initialised CUDA on, whatever GPU
+    Ray assigns to its next task. CPU workers are reused, so imports are paid once per worker.
+    """
+    if gpu not in _REMOTE:
+        _REMOTE[gpu] = ray.remote(max_calls=1)(_call_parts) if gpu else ray.remote(_call_parts)
+    return _REMOTE[gpu]
 
 
 def _call_parts(fn: Callable[..., Any], args: tuple, kwargs: dict[str, Any]) -> Any:
