@@ -219,9 +219,11 @@ def test_cli_unreachable_ray_address_fails_before_any_work(phantom, tmp_path, mo
 
 
 def test_study_cells_asking_for_a_missing_gpu_fail_before_any_work(cluster, phantom, tmp_path, monkeypatch):
-    """As with --device cuda on a CPU-only cluster: the check runs before the data are loaded."""
-    monkeypatch.setattr(study_run, "cell_resources", lambda device, threads=1, gpus=1.0: Resources(cpus=1, gpus=gpus))
+    """--device cuda --executor ray on a cluster without GPUs: refused before the data are loaded."""
     monkeypatch.setattr(study_run, "prepare", lambda *a, **k: pytest.fail("inputs were loaded"))
     with pytest.raises(ConfigError, match="1 GPU.*nothing was submitted"):
-        run_study(tiny_study(phantom), tmp_path / "out", device="cpu", progress=False, executor="ray")
+        run_study(tiny_study(phantom), tmp_path / "out", device="cuda", progress=False, executor="ray")
+    with pytest.raises(ConfigError, match="0.25 GPU"):
+        run_study(tiny_study(phantom), tmp_path / "out", device="cuda", progress=False, executor="ray",
+                  gpus_per_cell=0.25)
     assert not (tmp_path / "out").exists()

@@ -493,6 +493,8 @@ def run_study(config: StudyConfig | str | Path, out: str | Path = "study-out", d
                               "them without --distributed")
         context, device = init_distributed(device, config.train.batch_size)
         progress = progress and context.is_main
+    elif device.startswith("cuda") and _remote(executor):
+        device = torch.device(device)  # the GPUs are on the cluster's nodes, not necessarily here
     else:
         device = resolve_device(device)
     cells = plan_cells(config)
@@ -554,6 +556,13 @@ def run_study(config: StudyConfig | str | Path, out: str | Path = "study-out", d
     report = write_report(out / "report.html", config, prepared, ordered, rows, out)
     shutdown(context)
     return report
+
+
+def _remote(executor: Executor | str | None) -> bool:
+    """Cells run on other machines (so CUDA need not be available where the study is started)."""
+    if isinstance(executor, Executor):
+        return not isinstance(executor, LocalExecutor)
+    return executor not in (None, "local")
 
 
 def _cell_units(config: StudyConfig, todo: list[Cell], out: Path, device: torch.device, executor: Executor,
