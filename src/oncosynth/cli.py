@@ -95,6 +95,9 @@ def train_generator(
     sample_every: int = typer.Option(500, "--sample-every", help="Write a sample grid every N steps (0: never)."),
     tensorboard: bool = typer.Option(False, "--tensorboard", help="Also log to TensorBoard (needs the package)."),
     data_format: Optional[str] = typer.Option(None, "--format", help="Override data layout detection."),
+    distributed: bool = typer.Option(False, "--distributed",
+                                     help="Data-parallel over the processes torchrun started (issue 8); "
+                                          "--batch-size is the global batch."),
 ) -> None:
     """Train a class-conditional generator; resumable, checkpointed, with sample grids."""
     from oncosynth.data import load_dataset
@@ -107,8 +110,9 @@ def train_generator(
     dataset = load_dataset(data, format=data_format)
     gen.fit(dataset, out, steps=steps, batch_size=batch_size, seed=seed, device=device, resume=resume,
             checkpoint_every=checkpoint_every, sample_every=sample_every or None, tensorboard=tensorboard,
-            classes=classes or None)
-    typer.echo(f"{gen.name}: trained {gen.step} steps; model in {out}")
+            classes=classes or None, distributed=distributed)
+    if not distributed or os.environ.get("RANK", "0") == "0":
+        typer.echo(f"{gen.name}: trained {gen.step} steps; model in {out}")
 
 
 @app.command("generate")
@@ -165,12 +169,48 @@ def study(
     config: Path = typer.Argument(..., help="Study YAML (data, arms, fractions, seeds, DP epsilons, test sets)."),
     out: Path = typer.Option(Path("study-out"), "--out", help="Output folder; finished cells there are skipped."),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N"),
+    executor: str = typer.Option("local", "--executor", help="Where cells run (issue 8): local | ray."),
+    workers: int = typer.Option(0, "--workers",
+                                help="local: 0 = in this process, N = a pool of N processes; "
+                                     "ray with --ray-address local: the CPUs of the private cluster."),
+    ray_address: str = typer.Option("auto", "--ray-address",
+                                    help="ray: auto (the cluster `ray start` made on this machine) | HOST:PORT | "
+                                         "local (start a private one-machine cluster)."),
+    retries: int = typer.Option(0, "--retries", help="Further attempts for a cell that fails or whose worker dies."),
+    cpus_per_cell: int = typer.Option(1, "--cpus-per-cell",
+                                      help="Threads (and Ray CPUs) per cell when cells run in workers on CPU."),
+    gpus_per_cell: float = typer.Option(1.0, "--gpus-per-cell",
+                                        help="ray with --device cuda: GPU share per cell (0.25 packs 4 cells per GPU)."),
+    distributed: bool = typer.Option(False, "--distributed",
+                                     help="Under torchrun: train each cell data-parallel on all processes "
+                                          "(train.batch_size is the global batch); rank 0 writes."),
 ) -> None:
     """Run a classifier-utility study grid; writes results.json, results.csv, predictions and report.html."""
     from oncosynth.study import run_study
 
-    report = run_study(config, out, device=device)
-    typer.echo(f"report written to {report}")
+    options = executor_options(executor, workers, ray_address, retries)
+    report = run_study(config, out, device=device, executor=executor, executor_options=options,
+                       threads_per_cell=cpus_per_cell, distributed=distributed, gpus_per_cell=gpus_per_cell)
+    if not distributed or os.environ.get("RANK", "0") == "0":
+        typer.echo(f"report written to {report}")
+
+
+def executor_options(executor: str, workers: int, ray_address: str, retries: int) -> dict:
+    """CLI flags -> ``create_executor`` options (shared by every command that runs units)."""
+    from oncosynth.errors import ConfigError
+
+    if executor == "local":
+        if ray_address != "auto":
+            raise ConfigError("--ray-address is for --executor ray")
+        return {"workers": workers, "retries": retries}
+    if executor == "ray":
+        if ray_address == "local":
+            return {"address": None, "num_cpus": workers or None, "retries": retries}
+        if workers:
+            raise ConfigError("--workers sizes a private cluster (--ray-address local); a running Ray "
+                              "cluster already has its own CPUs")
+        return {"address": ray_address, "retries": retries}
+    raise ConfigError(f"unknown --executor '{executor}'; known: local, ray")
 
 
 def main() -> None:
