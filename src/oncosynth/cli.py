@@ -95,6 +95,9 @@ def train_generator(
     sample_every: Optional[int] = typer.Option(None, "--sample-every", help="Write a sample grid every N steps (0: never; default 500)."),
     tensorboard: bool = typer.Option(False, "--tensorboard", help="Also log to TensorBoard (needs the package)."),
     data_format: Optional[str] = typer.Option(None, "--format", help="Override data layout detection."),
+    distributed: bool = typer.Option(False, "--distributed",
+                                     help="Data-parallel over the processes torchrun started (issue 8); "
+                                          "--batch-size is the global batch."),
     class_name: Optional[str] = typer.Option(None, "--class", help="singan: the class whose images are learnt."),
     images: Optional[int] = typer.Option(None, "--images", help="singan: number of SinGANs, one per randomly chosen image (default 1)."),
     image_list: Optional[Path] = typer.Option(None, "--image-list", help="singan: file naming the images (one file name, path or uid per line)."),
@@ -104,6 +107,9 @@ def train_generator(
     max_size: Optional[int] = typer.Option(None, "--max-size", help="singan: images are shrunk to at most this side (default 250)."),
     iters: Optional[int] = typer.Option(None, "--iters", help="singan: iterations per scale (default 250; the paper 2000)."),
     sifid_net: Optional[str] = typer.Option(None, "--sifid-net", help="singan: feature net for the per-SinGAN SIFID (default random-cnn:0; 'none' skips)."),
+    executor: str = typer.Option("local", "--executor", help="singan: where the SinGANs train: local | ray (issue 8)."),
+    ray_address: str = typer.Option("auto", "--ray-address", help="singan with --executor ray: auto | HOST:PORT | local."),
+    retries: int = typer.Option(0, "--retries", help="singan: further attempts for a SinGAN whose unit fails."),
 ) -> None:
     """Train a generator: a class-conditional GAN, or a group of single-image SinGANs for one class."""
     from oncosynth.data import load_dataset
@@ -112,10 +118,11 @@ def train_generator(
 
     singan_only = {"--class": class_name, "--images": images, "--image-list": image_list, "--workers": workers,
                    "--scale-factor": scale_factor, "--min-size": min_size, "--max-size": max_size, "--iters": iters,
-                   "--sifid-net": sifid_net}
+                   "--sifid-net": sifid_net, "--executor": None if executor == "local" else executor,
+                   "--ray-address": None if ray_address == "auto" else ray_address, "--retries": retries or None}
     gan_only = {"--classes": classes or None, "--size": size, "--steps": steps, "--batch-size": batch_size,
                 "--width": width, "--checkpoint-every": checkpoint_every, "--sample-every": sample_every,
-                "--tensorboard": tensorboard or None}
+                "--tensorboard": tensorboard or None, "--distributed": distributed or None}
     is_singan = generator_class(method).name == "singan"
     misplaced = [k for k, v in (gan_only if is_singan else singan_only).items() if v is not None]
     if misplaced:
@@ -129,8 +136,11 @@ def train_generator(
         gen = create_generator(method, preset=preset, **options)
         if sifid_net is not None and sifid_net.lower() == "none":
             gen.config["sifid_net"] = None
-        gen.fit(dataset, out, class_name=class_name, images=images, image_list=image_list, seed=seed,
-                workers=workers or 0, resume=resume, device=device)
+        from oncosynth.executor import create_executor
+
+        with create_executor(executor, **executor_options(executor, workers or 0, ray_address, retries)) as runner:
+            gen.fit(dataset, out, class_name=class_name, images=images, image_list=image_list, seed=seed,
+                    workers=workers or 0, resume=resume, device=device, executor=runner)
         typer.echo(f"singan: {len(gen.members)} SinGAN(s) of class '{gen.classes[0]}' in {out} "
                    f"(per-SinGAN time and SIFID in {out / 'members.csv'})")
         return
@@ -141,8 +151,9 @@ def train_generator(
     gen.fit(dataset, out, steps=steps or 2000, batch_size=batch_size, seed=seed, device=device, resume=resume,
             checkpoint_every=checkpoint_every or 500,
             sample_every=(500 if sample_every is None else sample_every) or None, tensorboard=tensorboard,
-            classes=classes or None)
-    typer.echo(f"{gen.name}: trained {gen.step} steps; model in {out}")
+            classes=classes or None, distributed=distributed)
+    if not distributed or os.environ.get("RANK", "0") == "0":
+        typer.echo(f"{gen.name}: trained {gen.step} steps; model in {out}")
 
 
 @app.command("generate")
@@ -225,12 +236,48 @@ def study(
     config: Path = typer.Argument(..., help="Study YAML (data, arms, fractions, seeds, DP epsilons, test sets)."),
     out: Path = typer.Option(Path("study-out"), "--out", help="Output folder; finished cells there are skipped."),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N"),
+    executor: str = typer.Option("local", "--executor", help="Where cells run (issue 8): local | ray."),
+    workers: int = typer.Option(0, "--workers",
+                                help="local: 0 = in this process, N = a pool of N processes; "
+                                     "ray with --ray-address local: the CPUs of the private cluster."),
+    ray_address: str = typer.Option("auto", "--ray-address",
+                                    help="ray: auto (the cluster `ray start` made on this machine) | HOST:PORT | "
+                                         "local (start a private one-machine cluster)."),
+    retries: int = typer.Option(0, "--retries", help="Further attempts for a cell that fails or whose worker dies."),
+    cpus_per_cell: int = typer.Option(1, "--cpus-per-cell",
+                                      help="Threads (and Ray CPUs) per cell when cells run in workers on CPU."),
+    gpus_per_cell: float = typer.Option(1.0, "--gpus-per-cell",
+                                        help="ray with --device cuda: GPU share per cell (0.25 packs 4 cells per GPU)."),
+    distributed: bool = typer.Option(False, "--distributed",
+                                     help="Under torchrun: train each cell data-parallel on all processes "
+                                          "(train.batch_size is the global batch); rank 0 writes."),
 ) -> None:
     """Run a classifier-utility study grid; writes results.json, results.csv, predictions and report.html."""
     from oncosynth.study import run_study
 
-    report = run_study(config, out, device=device)
-    typer.echo(f"report written to {report}")
+    options = executor_options(executor, workers, ray_address, retries)
+    report = run_study(config, out, device=device, executor=executor, executor_options=options,
+                       threads_per_cell=cpus_per_cell, distributed=distributed, gpus_per_cell=gpus_per_cell)
+    if not distributed or os.environ.get("RANK", "0") == "0":
+        typer.echo(f"report written to {report}")
+
+
+def executor_options(executor: str, workers: int, ray_address: str, retries: int) -> dict:
+    """CLI flags -> ``create_executor`` options (shared by every command that runs units)."""
+    from oncosynth.errors import ConfigError
+
+    if executor == "local":
+        if ray_address != "auto":
+            raise ConfigError("--ray-address is for --executor ray")
+        return {"workers": workers, "retries": retries}
+    if executor == "ray":
+        if ray_address == "local":
+            return {"address": None, "num_cpus": workers or None, "retries": retries}
+        if workers:
+            raise ConfigError("--workers sizes a private cluster (--ray-address local); a running Ray "
+                              "cluster already has its own CPUs")
+        return {"address": ray_address, "retries": retries}
+    raise ConfigError(f"unknown --executor '{executor}'; known: local, ray")
 
 
 def main() -> None:

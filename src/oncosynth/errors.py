@@ -29,3 +29,7 @@ class ConfigError(OncosynthError):
 
 class CheckpointError(OncosynthError):
     """A checkpoint that is missing, corrupt or of another kind."""
+
+
+class WorkFailed(OncosynthError):
+    """Some units of a parallel job failed after their retries; the others' results are kept."""

@@ -32,6 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from oncosynth.classifiers.augment import AugmentConfig, augment_batch
 from oncosynth.classifiers.model import Classifier
 from oncosynth.classifiers.scores import selection_score
+from oncosynth.distributed import SINGLE, DistContext, broadcast_parameters, check_batch, globalise_batchnorm
 from oncosynth.errors import ConfigError
 
 STATE_FILE = "train_state.pt"
@@ -112,17 +113,28 @@ def train_classifier(model: Classifier, train: tuple[torch.Tensor, torch.Tensor]
                      val: tuple[torch.Tensor, torch.Tensor], config: TrainConfig, seed: int = 0,
                      device: torch.device | str = "cpu", positive: int = 1, dp: DPConfig | None = None,
                      state_dir: str | Path | None = None,
-                     progress: Callable[[dict], None] | None = None) -> TrainResult:
+                     progress: Callable[[dict], None] | None = None,
+                     context: DistContext = SINGLE) -> TrainResult:
     """Train ``model`` in place and leave the best-validation weights in it.
 
     ``train``/``val`` are (images uint8 N×C×H×W, labels int64). With
     ``state_dir`` the run resumes from its last finished epoch.
+
+    ``context`` (from :func:`oncosynth.distributed.init_distributed`, under torchrun): the
+    model is wrapped in ``DistributedDataParallel``, ``config.batch_size`` is the global batch
+    of which each rank trains on rows ``rank::world``, BatchNorm uses global-batch statistics,
+    and only rank 0 writes the resume state.
     """
     device = torch.device(device)
     images, labels = train
     num_classes = len(model.classes)
     if len(images) < 2:
         raise ConfigError("training set has fewer than 2 images")
+    if context.active:
+        if dp is not None:
+            raise ConfigError("DP-SGD (opacus) is not combined with --distributed: train private cells "
+                              "on one process each (e.g. --executor ray spreads them over GPUs)")
+        check_batch(config.batch_size, context.world_size)
     if dp is not None and config.balance == "oversample":
         raise ConfigError("oversampling repeats records, which DP accounting does not cover; "
                           "use balance 'weighted' or 'none' with DP-SGD")
@@ -132,6 +144,10 @@ def train_classifier(model: Classifier, train: tuple[torch.Tensor, torch.Tensor]
         model.prepare_for_dp()
     model.to(device)
 
+    if context.active:
+        globalise_batchnorm(model)
+        broadcast_parameters([model], context)
+        step_module = _data_parallel(model, device)
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay)
     weight = class_weights(labels, num_classes).to(device) if config.balance == "weighted" else None
@@ -139,7 +155,9 @@ def train_classifier(model: Classifier, train: tuple[torch.Tensor, torch.Tensor]
     steps_per_epoch = max(1, len(images) // config.batch_size) if dp is None else \
         math.ceil(len(images) / config.batch_size)
     total_steps = steps_per_epoch * config.epochs
-    engine, step_module, dp_loader = None, model, None
+    engine, dp_loader = None, None
+    if not context.active:
+        step_module = model
     if dp is not None:
         engine, step_module, optimizer, dp_loader = _make_private(model, optimizer, images, labels, config, dp)
     warmup_steps = round(config.warmup_epochs * steps_per_epoch)
@@ -174,6 +192,9 @@ def train_classifier(model: Classifier, train: tuple[torch.Tensor, torch.Tensor]
             xb, yb = _to_float(xb, device), yb.to(device, non_blocking=True)
             if config.augment:
                 xb = augment_batch(xb, config.augmentations, generator)
+            if context.active:  # every rank drew (and augmented) the global batch; keep this rank's rows
+                denominator = weight[yb].sum() if weight is not None else torch.tensor(float(len(yb)))
+                xb, yb = context.share(xb), context.share(yb)
             optimizer.zero_grad(set_to_none=True)  # before forward: opacus keeps per-sample grads
             if dp is not None and model.freeze_backbone:
                 with torch.no_grad():
@@ -181,7 +202,11 @@ def train_classifier(model: Classifier, train: tuple[torch.Tensor, torch.Tensor]
                 logits = step_module(feats)
             else:
                 logits = step_module(xb)
-            loss = F.cross_entropy(logits, yb, weight=weight, label_smoothing=config.label_smoothing)
+            if context.active:  # DDP averages over ranks: world * (local sum) / (global count) -> global mean
+                loss = F.cross_entropy(logits, yb, weight=weight, label_smoothing=config.label_smoothing,
+                                       reduction="sum") * (context.world_size / denominator.to(device))
+            else:
+                loss = F.cross_entropy(logits, yb, weight=weight, label_smoothing=config.label_smoothing)
             loss.backward()
             optimizer.step()
             scheduler.step()
@@ -201,7 +226,7 @@ def train_classifier(model: Classifier, train: tuple[torch.Tensor, torch.Tensor]
         if not np.isnan(score) and score > best["score"]:
             best = {"score": score, "epoch": epoch + 1,
                     "weights": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
-        if state_path is not None:
+        if state_path is not None and context.is_main:
             _save_state(state_path, model, optimizer, scheduler, generator, engine, epoch + 1, history, best,
                         train_seconds, train_images)
         if progress is not None:
@@ -220,6 +245,17 @@ def train_classifier(model: Classifier, train: tuple[torch.Tensor, torch.Tensor]
         noise_multiplier=float(optimizer.noise_multiplier) if engine is not None else None,
         seconds=train_seconds, train_images_per_second=train_images / max(train_seconds, 1e-9),
         stopped_early=stopped_early)
+
+
+def _data_parallel(model: nn.Module, device: torch.device) -> nn.Module:
+    """DistributedDataParallel without the per-forward buffer broadcast (BatchNorm buffers agree
+    already: GlobalBatchNorm2d gives every rank the same statistics)."""
+    device_ids = [device.index] if device.type == "cuda" else None
+    ddp = torch.nn.parallel.DistributedDataParallel
+    try:
+        return ddp(model, device_ids=device_ids, forward_sync_buffers=False)
+    except TypeError:  # torch versions before the option was renamed
+        return ddp(model, device_ids=device_ids, broadcast_buffers=False)
 
 
 def _batches(images, labels, config: TrainConfig, generator, steps: int, num_classes: int):

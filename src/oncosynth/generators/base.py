@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from oncosynth.checkpoint import load_checkpoint, save_checkpoint
+from oncosynth.distributed import SINGLE
 from oncosynth.errors import CheckpointError, ConfigError
 from oncosynth.runtime import make_manifest
 
@@ -42,6 +43,9 @@ class Generator(abc.ABC):
 
     name: ClassVar[str] = ""
     conditional: ClassVar[bool] = True
+    # True when train_step draws its randomness for the global batch and keeps
+    # ``self.data_shard.share(...)`` of it, so torchrun ranks together equal one process.
+    supports_distributed: ClassVar[bool] = False
     defaults: ClassVar[dict[str, Any]] = {}
     presets: ClassVar[dict[str, dict[str, Any]]] = {}
 
@@ -63,6 +67,7 @@ class Generator(abc.ABC):
         self.step = 0
         self.device = torch.device("cpu")
         self.manifest: dict[str, Any] = {}
+        self.data_shard = SINGLE  # which rows of each global batch this process trains on
 
     # ------------------------------------------------------------ subclass hooks
     @abc.abstractmethod
@@ -85,6 +90,10 @@ class Generator(abc.ABC):
     @abc.abstractmethod
     def z_dim(self) -> int:
         """Length of one latent vector."""
+
+    def optimizers(self) -> list[torch.optim.Optimizer]:
+        """The optimisers train_step steps (distributed training averages their gradients)."""
+        return [v for v in vars(self).values() if isinstance(v, torch.optim.Optimizer)]
 
     def training_state(self) -> dict[str, Any]:
         """Optimiser states etc. that a resumed run needs (torch.save-able, tensors and plain types)."""

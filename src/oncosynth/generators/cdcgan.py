@@ -92,6 +92,7 @@ class ConditionalDCGAN(Generator):
     """Class-conditional DCGAN (MCGAN). ``width=64, size=128`` is the paper's model."""
 
     name = "cdcgan"
+    supports_distributed = True
     defaults: dict[str, Any] = {
         "size": None,          # None: the data's size, resampled up to a power of two
         "channels": None,      # None: the data's channel count
@@ -130,15 +131,20 @@ class ConditionalDCGAN(Generator):
         self.opt_D.load_state_dict(state["opt_D"])
 
     def train_step(self, reals: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
-        cfg, n = self.config, len(reals)
+        # ``reals`` is the global batch; under torchrun each rank keeps its share of it and of
+        # every random draw below (one process: the share is everything).
+        cfg, total, share = self.config, len(reals), self.data_shard.share
         self.G.train()
         self.D.train()
-        z = torch.randn(n, self.z_dim, device=reals.device)
-        fake_labels = torch.randint(len(self.classes), (n,), device=reals.device)
+        z = share(torch.randn(total, self.z_dim, device=reals.device))
+        fake_labels = share(torch.randint(len(self.classes), (total,), device=reals.device))
+        reals, labels = share(reals), share(labels)
+        n = len(reals)
         fakes = self.G(z, fake_labels)
 
         # Discriminator: real targets U[0.7, 1.2] (one-sided smoothing), fake targets 0.
-        real_targets = torch.empty(n, device=reals.device).uniform_(cfg["real_target_low"], cfg["real_target_high"])
+        real_targets = share(torch.empty(total, device=reals.device).uniform_(cfg["real_target_low"],
+                                                                              cfg["real_target_high"]))
         loss_real = F.binary_cross_entropy_with_logits(self.D(reals, labels), real_targets)
         loss_fake = F.binary_cross_entropy_with_logits(self.D(fakes.detach(), fake_labels),
                                                        torch.zeros(n, device=reals.device))

@@ -688,7 +688,7 @@ def train_group(gen: SinGAN, data: Any, run_folder: str | Path, *, class_name: s
     ``executor`` (default ``LocalExecutor(workers)``); a finished member is never trained again.
     """
     from oncosynth.data import load_images
-    from oncosynth.executor import LocalExecutor, Unit
+    from oncosynth.executor import LocalExecutor, Resources, Unit
 
     run = Path(run_folder)
     cfg = gen.config
@@ -745,7 +745,8 @@ def train_group(gen: SinGAN, data: Any, run_folder: str | Path, *, class_name: s
     if threads is None and workers:  # each worker process gets its share of the cores (or OMP_NUM_THREADS)
         threads = int(os.environ.get("OMP_NUM_THREADS") or 0) or max(1, (os.cpu_count() or 1) // workers)
     model_cfg = {k: cfg[k] for k in MODEL_KEYS}
-    units = [Unit(key=k, fn=train_member_unit,
+    resources = Resources(cpus=float(threads or 1), gpus=1.0 if str(device).startswith("cuda") else 0.0)
+    units = [Unit(key=k, fn=train_member_unit, resources=resources,
                   kwargs=dict(image=img, folder=str(run / "members" / k), config=model_cfg, seed=seed + 1000 * i,
                               size=size, channels=channels, key=k, source=s, class_name=class_name, device=device,
                               threads=threads, sifid_net=cfg["sifid_net"], sifid_samples=int(cfg["sifid_samples"]),

@@ -33,6 +33,8 @@ from typing import Any
 import torch
 
 from oncosynth.data.decode import convert_images
+from oncosynth.distributed import (SINGLE, DistContext, average_gradients_before_step, broadcast_parameters,
+                                   globalise_batchnorm, init_distributed, shutdown)
 from oncosynth.errors import ConfigError, OncosynthError
 from oncosynth.generators.base import Generator, latest_checkpoint
 from oncosynth.io import atomic_write, save_grid
@@ -162,14 +164,28 @@ def run_training(gen: Generator, data: Any, run_folder: str | Path, steps: int, 
                  batch_size: int | None = None, seed: int = 0, device: str = "auto",
                  resume: bool = True, checkpoint_every: int | None = None, sample_every: int | None = None,
                  log_every: int = 10, tensorboard: bool = False, progress: bool = True,
-                 classes: list[str] | None = None, keep_checkpoints: int = 2) -> Generator:
-    """Train ``gen`` until it has taken ``steps`` steps, checkpointing into ``run_folder``."""
+                 classes: list[str] | None = None, keep_checkpoints: int = 2,
+                 distributed: bool = False) -> Generator:
+    """Train ``gen`` until it has taken ``steps`` steps, checkpointing into ``run_folder``.
+
+    ``distributed=True`` (under ``torchrun``): data-parallel over the launched processes,
+    ``batch_size`` being the global batch; see :mod:`oncosynth.distributed`.
+    """
     run = Path(run_folder)
     if steps < 1:
         raise ConfigError(f"steps must be >= 1, not {steps}")
     batch_size = int(batch_size or gen.config.get("batch_size", 16))
+    context = SINGLE
+    if distributed:
+        if not getattr(gen, "supports_distributed", False):
+            raise ConfigError(f"{gen.name}: --distributed is not implemented for this generator "
+                              f"(its per-layer noise and augmentation statistics are not split over ranks); "
+                              f"use cdcgan, or train on one process")
+        context, device_t = init_distributed(device, batch_size)  # torchrun env, batch divisible: before work
+        device = str(device_t)
+    progress = progress and context.is_main
     checkpoint_every = int(checkpoint_every or max(1, min(steps, 500)))
-    writer = _tensorboard_writer(run) if tensorboard else None  # fail before any work
+    writer = _tensorboard_writer(run) if tensorboard and context.is_main else None  # fail before any work
 
     latest = latest_checkpoint(run)
     if latest is not None and not resume:
@@ -193,6 +209,8 @@ def run_training(gen: Generator, data: Any, run_folder: str | Path, steps: int, 
     gen.device = device_t
     seed_everything(seed)
     gen.configure(prepared.classes, prepared.channels, int(target))
+    if context.active:
+        _distribute(gen, context)
     config = gen.checkpoint_config()
     run_config = {"method": gen.name, "preset": gen.preset, "config": gen.config, "classes": gen.classes,
                   "channels": gen.channels, "size": gen.size, "batch_size": batch_size, "seed": seed}
@@ -202,7 +220,7 @@ def run_training(gen: Generator, data: Any, run_folder: str | Path, steps: int, 
     if latest is not None:
         _resume_from(gen, latest, run_config, prepared.data_hash, device_t)
         log.info("%s: resuming from %s", gen.name, latest)
-    else:
+    elif context.is_main:
         run.mkdir(parents=True, exist_ok=True)
     gen.manifest = manifest
 
@@ -233,7 +251,8 @@ def run_training(gen: Generator, data: Any, run_folder: str | Path, steps: int, 
                 eta = (steps - gen.step) * batch_size / img_per_s
                 record = {"step": gen.step, **{k: round(v, 5) for k, v in losses.items()},
                           "img_per_s": round(img_per_s, 2), "eta_s": round(eta, 1)}
-                _append_log(run / "log.jsonl", record)
+                if context.is_main:
+                    _append_log(run / "log.jsonl", record)
                 if writer is not None:
                     for key, value in losses.items():
                         writer.add_scalar(f"loss/{key}", value, gen.step)
@@ -247,8 +266,10 @@ def run_training(gen: Generator, data: Any, run_folder: str | Path, steps: int, 
             if gen.step % checkpoint_every == 0 or gen.step == steps:
                 if not _weights_finite(gen):
                     raise TrainingDiverged(_diverged_message(gen, "NaN/inf weights", run, last_good))
-                last_good = _write_checkpoint(gen, run, manifest, keep_checkpoints).name
-            if sample_every and (gen.step % sample_every == 0 or gen.step == steps):
+                if context.is_main:
+                    last_good = _write_checkpoint(gen, run, manifest, keep_checkpoints).name
+                context.barrier()  # a rank that resumes later finds the checkpoint complete
+            if context.is_main and sample_every and (gen.step % sample_every == 0 or gen.step == steps):
                 grid = _sample_grid(gen, grid_z, grid_labels)
                 save_grid(grid, run / "samples" / f"step-{gen.step:07d}.png", nrow=8)
                 if writer is not None:
@@ -259,8 +280,23 @@ def run_training(gen: Generator, data: Any, run_folder: str | Path, steps: int, 
         if writer is not None:
             writer.close()
 
-    gen.save(run, manifest)
+    if context.is_main:
+        gen.save(run, manifest)
+    if context.active:
+        gen.data_shard = SINGLE
+        shutdown(context)
     return gen
+
+
+def _distribute(gen: Generator, context: DistContext) -> None:
+    """Global-batch BatchNorm, rank 0's weights everywhere, gradients averaged before each step."""
+    nets = gen.networks()
+    for net in nets.values():
+        globalise_batchnorm(net)
+    broadcast_parameters(nets.values(), context)
+    for optimizer in gen.optimizers():
+        average_gradients_before_step(optimizer, context)
+    gen.data_shard = context
 
 
 def _diverged_message(gen: Generator, what: str, run: Path, last_good: str | None) -> str:

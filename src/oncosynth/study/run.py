@@ -4,6 +4,11 @@ A *cell* is one (arm, epsilon, fraction, seed). Each cell writes its
 predictions and ``metrics.json`` (the completion marker) under
 ``out/cells/<cell>/``; a re-run skips finished cells and resumes an
 interrupted one from its last finished epoch.
+
+Each unfinished cell is one unit of work (:func:`cell_unit`) handed to an
+executor (``oncosynth.executor``): in this process by default, or a local
+process pool, or Ray tasks on a cluster. The output folder is the only thing
+cells share, so a study can be resumed under another executor.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import os
 import re
 import time
 from dataclasses import dataclass, field
@@ -25,7 +31,9 @@ from oncosynth.classifiers import DPConfig, create_classifier, predict_proba, sa
 from oncosynth.classifiers.scores import youden_threshold
 from oncosynth.data import Dataset, cached_tensors, load_dataset, sample_fraction
 from oncosynth.data.decode import convert_images
-from oncosynth.errors import ConfigError, DataError
+from oncosynth.distributed import SINGLE, DistContext, init_distributed, shutdown
+from oncosynth.errors import ConfigError, DataError, WorkFailed
+from oncosynth.executor import Executor, LocalExecutor, Outcome, Resources, Unit, create_executor
 from oncosynth.io import atomic_write, write_json
 from oncosynth.runtime import hash_strings, make_manifest, resolve_device
 from oncosynth.study.config import ArmConfig, StudyConfig, SyntheticSource, load_config
@@ -244,8 +252,12 @@ def cell_fingerprint(config: StudyConfig, cell: Cell) -> str:
 
 # ------------------------------------------------------------ one cell ----
 def run_cell(config: StudyConfig, prepared: Prepared, cell: Cell, folder: Path, device: torch.device,
-             on_epoch=None) -> dict:
-    """Train and evaluate one cell; write predictions and metrics.json (last, as completion marker)."""
+             on_epoch=None, context: DistContext = SINGLE) -> dict:
+    """Train and evaluate one cell; write predictions and metrics.json (last, as completion marker).
+
+    Under torchrun (``context`` active) every rank trains its share of each batch and only
+    rank 0 writes files.
+    """
     wall, cpu = time.perf_counter(), time.process_time()
     data = config.data
     index = torch.from_numpy(prepared.fraction_index[(cell.fraction, cell.seed)])
@@ -272,7 +284,8 @@ def run_cell(config: StudyConfig, prepared: Prepared, cell: Cell, folder: Path, 
     if kind == "synthetic-pretrain+real-finetune":
         pre_config = config.train.model_copy(update={"epochs": cell.arm.pretrain_epochs})
         pretrain = train_classifier(model, synthetic, prepared.val, pre_config, seed=cell.seed, device=device,
-                                    positive=prepared.positive, state_dir=folder / "pretrain", progress=on_epoch)
+                                    positive=prepared.positive, state_dir=folder / "pretrain", progress=on_epoch,
+                                    context=context)
         info["pretrain_seconds"] = pretrain.seconds
         train_set = real
     elif kind == "real+synthetic":
@@ -282,19 +295,23 @@ def run_cell(config: StudyConfig, prepared: Prepared, cell: Cell, folder: Path, 
     else:
         train_set = real
     result = train_classifier(model, train_set, prepared.val, train_config, seed=cell.seed, device=device,
-                              positive=prepared.positive, dp=dp, state_dir=folder, progress=on_epoch)
+                              positive=prepared.positive, dp=dp, state_dir=folder, progress=on_epoch,
+                              context=context)
 
     val_probs = predict_proba(model, prepared.val[0], device, train_config.eval_batch_size)
     val_labels = prepared.val[1].numpy()
     threshold = youden_threshold((val_labels == prepared.positive).astype(np.int64), val_probs[:, prepared.positive])
     metrics = {}
+    writes = context.is_main
     for name, (images, labels, uids) in prepared.tests.items():
         probs = predict_proba(model, images, device, train_config.eval_batch_size)
-        _write_predictions(folder / f"predictions_{name}.csv", uids, labels.numpy(), probs, prepared.classes)
+        if writes:
+            _write_predictions(folder / f"predictions_{name}.csv", uids, labels.numpy(), probs, prepared.classes)
         metrics[name] = stats.cell_metrics(labels.numpy(), probs, prepared.positive, threshold, prepared.classes)
-    _write_predictions(folder / "predictions_val.csv", [""] * len(val_labels), val_labels, val_probs,
-                       prepared.classes)
-    if config.save_models:
+    if writes:
+        _write_predictions(folder / "predictions_val.csv", [""] * len(val_labels), val_labels, val_probs,
+                           prepared.classes)
+    if config.save_models and writes:
         save_classifier(model, folder / "model", manifest=make_manifest(
             "classifier", config.model.model_dump(), cell.seed, prepared.data_hash, cell=cell.id))
     record = {
@@ -307,6 +324,10 @@ def run_cell(config: StudyConfig, prepared: Prepared, cell: Cell, folder: Path, 
         "wall_seconds": time.perf_counter() - wall, "cpu_seconds": time.process_time() - cpu,
         "device": str(device),
     }
+    if context.active:
+        record["world_size"] = context.world_size
+    if not writes:
+        return record
     write_json(folder / "metrics.json", record)
     for leftover in (folder / "train_state.pt", folder / "pretrain" / "train_state.pt"):
         leftover.unlink(missing_ok=True)  # the cell is final; resume state is no longer needed
@@ -397,50 +418,193 @@ def write_csv(path: Path, rows: list[dict]) -> None:
 
 
 # ----------------------------------------------------------------- run ----
+_PREPARED: dict[str, Prepared] = {}  # per process: the inputs of the study its cells belong to
+
+
+def _config_key(config: StudyConfig) -> str:
+    return hash_strings([json.dumps(config.model_dump(mode="json"), sort_keys=True)])
+
+
+def prepared_for(config: StudyConfig) -> Prepared:
+    """The study's checked inputs, loaded once per process (a pool or Ray worker runs many cells).
+
+    Re-loading is cheap: the pixels come from the memory-mapped tensor cache the driver filled.
+    """
+    key = _config_key(config)
+    if key not in _PREPARED:
+        _PREPARED.clear()  # one study per process at a time; bounds the memory
+        _PREPARED[key] = prepare(config, progress=False)
+    return _PREPARED[key]
+
+
+def cell_unit(config: StudyConfig, cell: Cell, out: str, device: str, threads: int | None = None,
+              cache_dir: str | None = None, on_epoch=None, context: DistContext = SINGLE) -> dict:
+    """One study cell as a unit of work: load the inputs, train, write the cell folder, return its record.
+
+    Runs wherever the executor puts it; everything it writes goes under ``out/cells/<cell>/``
+    (predictions atomically, ``metrics.json`` last), so any executor can resume the study.
+    """
+    if threads is not None:
+        torch.set_num_threads(threads)
+    if cache_dir is not None:  # the driver's tensor cache (a shared folder on a cluster)
+        os.environ["ONCOSYNTH_CACHE"] = cache_dir
+    folder = Path(out) / "cells" / cell.id
+    marker = folder / "metrics.json"
+    if marker.is_file():  # a retried unit whose first attempt finished after all
+        record = json.loads(marker.read_text())
+        if record.get("fingerprint") == cell_fingerprint(config, cell):
+            return record
+    return run_cell(config, prepared_for(config), cell, folder, resolve_device(device), on_epoch, context)
+
+
+def cell_resources(device: torch.device, threads: int = 1, gpus: float = 1.0) -> Resources:
+    """What one cell asks the executor for: ``gpus`` of a GPU when training on CUDA (a fraction packs
+    several cells on one GPU), else ``threads`` CPUs."""
+    if device.type == "cuda":
+        return Resources(cpus=1, gpus=gpus)
+    return Resources(cpus=threads)
+
+
 def run_study(config: StudyConfig | str | Path, out: str | Path = "study-out", device: str = "auto",
-              progress: bool = True) -> Path:
-    """Run (or resume) every cell, then write results.json, results.csv and report.html; return the report path."""
+              progress: bool = True, executor: Executor | str | None = None,
+              executor_options: dict[str, Any] | None = None, threads_per_cell: int = 1,
+              distributed: bool = False, gpus_per_cell: float = 1.0) -> Path:
+    """Run (or resume) every cell, then write results.json, results.csv and report.html; return the report path.
+
+    ``executor`` decides where cells run: ``None``/``"local"`` (in this process unless
+    ``executor_options={"workers": N}``), ``"ray"`` (``executor_options`` ``address``,
+    ``num_cpus``, ``retries``) or an :class:`~oncosynth.executor.Executor` instance. Finished
+    cells are kept whatever happens to others; failed cells are listed in a
+    :class:`~oncosynth.errors.WorkFailed` raised after every other cell finished.
+
+    ``distributed=True`` (under torchrun): each cell in turn is trained data-parallel by all
+    ranks (DDP); rank 0 writes the cells and the results.
+    """
     if not isinstance(config, StudyConfig):
         config = load_config(config)
     out = Path(out).resolve()
-    device = resolve_device(device)
-    prepared = prepare(config, progress=progress)  # all input errors surface here, before training
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "config.json", config.model_dump(mode="json"))
+    context = SINGLE
+    if distributed:
+        if executor not in (None, "local") or (executor_options or {}).get("workers"):
+            raise ConfigError("--distributed trains one cell at a time on all torchrun processes; "
+                              "it cannot be combined with --executor ray or --workers")
+        if any(cell.epsilon is not None for cell in plan_cells(config)):
+            raise ConfigError("--distributed does not run DP-SGD cells (opacus); drop the DP arms or run "
+                              "them without --distributed")
+        context, device = init_distributed(device, config.train.batch_size)
+        progress = progress and context.is_main
+    elif device.startswith("cuda") and _remote(executor):
+        device = torch.device(device)  # the GPUs are on the cluster's nodes, not necessarily here
+    else:
+        device = resolve_device(device)
     cells = plan_cells(config)
-    records = []
-    bar = tqdm(cells, desc=f"study {config.name}", unit="cell", disable=not progress)
-    started, trained = time.perf_counter(), 0
-    for number, cell in enumerate(bar):
-        folder = out / "cells" / cell.id
-        marker = folder / "metrics.json"
+    records: dict[str, dict] = {}
+    todo = []
+    for cell in cells:
+        marker = out / "cells" / cell.id / "metrics.json"
         if marker.is_file():
             record = json.loads(marker.read_text())
             if record.get("fingerprint", cell_fingerprint(config, cell)) != cell_fingerprint(config, cell):
-                raise ConfigError(f"{folder} was computed with other settings than this config; "
+                raise ConfigError(f"{marker.parent} was computed with other settings than this config; "
                                   "use another --out folder or delete that cell")
-            records.append(record)
-            continue
+            records[cell.id] = record
+        else:
+            todo.append(cell)
 
-        def on_epoch(info: dict, cell=cell, number=number) -> None:
-            bar.set_postfix_str(f"{cell.id} epoch {info['epoch']}/{info['epochs']} "
-                                f"val {info.get('val_' + config.train.select_on, float('nan')):.3f}")
+    own_executor = not isinstance(executor, Executor)
+    if own_executor:  # an unreachable cluster fails here, before the data are loaded
+        executor = create_executor(executor or "local", **(executor_options or {}))
+    try:
+        inline = isinstance(executor, LocalExecutor) and executor.workers == 0
+        if not 0 < gpus_per_cell <= 1 and not (gpus_per_cell > 1 and float(gpus_per_cell).is_integer()):
+            raise ConfigError(f"gpus per cell must be a fraction in (0, 1] or a whole number, not {gpus_per_cell}")
+        units = _cell_units(config, todo, out, device, executor, inline, threads_per_cell, gpus_per_cell)
+        if context.active:
+            for unit in units:
+                unit.kwargs["context"] = context
+        executor.check(units)  # e.g. GPUs the cluster lacks: fail before any work
+        prepared = prepare(config, progress=progress)  # all input errors surface here, before training
+        if context.is_main:
+            out.mkdir(parents=True, exist_ok=True)
+            write_json(out / "config.json", config.model_dump(mode="json"))
+        if inline:
+            _PREPARED.clear()
+            _PREPARED[_config_key(config)] = prepared  # the cells reuse what was just loaded
+        failures = _run_cells(config, units, cells, records, executor, progress)
+    finally:
+        if own_executor:
+            executor.close()
+    if failures:
+        finished = sum(1 for c in cells if c.id in records)
+        listed = "; ".join(f"{o.key}: {o.error} (after {o.attempts} attempt(s))" for o in failures)
+        raise WorkFailed(f"{len(failures)} of {len(cells)} study cells failed ({listed}). The {finished} finished "
+                         f"cells are kept in {out / 'cells'}; run the same command again to retry only the others")
 
-        bar.set_postfix_str(f"{cell.id} starting")
-        records.append(run_cell(config, prepared, cell, folder, device, on_epoch))
-        trained += 1
-        left = len(cells) - number - 1
-        per_cell = (time.perf_counter() - started) / trained
-        bar.set_postfix_str(f"{cell.id} done; ~{per_cell * left / 60:.1f} min left")
-    bar.close()
-
-    rows = aggregate(config, records, out, prepared.classes, prepared.positive)
+    if not context.is_main:
+        shutdown(context)
+        return out / "report.html"
+    ordered = [records[c.id] for c in cells]
+    rows = aggregate(config, ordered, out, prepared.classes, prepared.positive)
     manifest = make_manifest("study", config.model_dump(mode="json"), None, prepared.data_hash,
                              device=str(device), cells=len(cells))
     write_json(out / "results.json", {"manifest": manifest, "classes": prepared.classes,
                                       "positive_class": prepared.classes[prepared.positive],
-                                      "summary": rows, "cells": records})
+                                      "summary": rows, "cells": ordered})
     write_csv(out / "results.csv", rows)
     from oncosynth.study.report import write_report
 
-    return write_report(out / "report.html", config, prepared, records, rows, out)
+    report = write_report(out / "report.html", config, prepared, ordered, rows, out)
+    shutdown(context)
+    return report
+
+
+def _remote(executor: Executor | str | None) -> bool:
+    """Cells run on other machines (so CUDA need not be available where the study is started)."""
+    if isinstance(executor, Executor):
+        return not isinstance(executor, LocalExecutor)
+    return executor not in (None, "local")
+
+
+def _cell_units(config: StudyConfig, todo: list[Cell], out: Path, device: torch.device, executor: Executor,
+                inline: bool, threads: int, gpus: float = 1.0) -> list[Unit]:
+    # a remote worker sees only the GPU(s) Ray gave it, as cuda:0
+    unit_device = "cuda" if device.type == "cuda" and not isinstance(executor, LocalExecutor) else str(device)
+    units = []
+    for cell in todo:
+        kwargs: dict[str, Any] = {}
+        if not inline:
+            kwargs["threads"] = threads
+            kwargs["cache_dir"] = os.environ.get("ONCOSYNTH_CACHE")
+        units.append(Unit(cell.id, cell_unit, (config, cell, str(out), unit_device), kwargs,
+                          cell_resources(device, threads, gpus)))
+    return units
+
+
+def _run_cells(config: StudyConfig, units: list[Unit], cells: list[Cell], records: dict[str, dict],
+               executor: Executor, progress: bool) -> list[Outcome]:
+    """Hand the unfinished cells to the executor; fill ``records`` as they finish; return the failures."""
+    bar = tqdm(total=len(cells), initial=len(cells) - len(units), desc=f"study {config.name}", unit="cell",
+               disable=not progress)
+    if isinstance(executor, LocalExecutor) and executor.workers == 0:  # in this process: epoch progress too
+        for unit in units:
+            def on_epoch(info: dict, key=unit.key) -> None:
+                bar.set_postfix_str(f"{key} epoch {info['epoch']}/{info['epochs']} "
+                                    f"val {info.get('val_' + config.train.select_on, float('nan')):.3f}")
+            unit.kwargs["on_epoch"] = on_epoch
+        if units:
+            bar.set_postfix_str(f"{units[0].key} starting")
+    failures = []
+    started, trained = time.perf_counter(), 0
+    for outcome in executor.run(units):
+        bar.update(1)
+        if not outcome.ok:
+            failures.append(outcome)
+            bar.set_postfix_str(f"{outcome.key} FAILED")
+            continue
+        records[outcome.key] = outcome.value
+        trained += 1
+        left = len(units) - trained - len(failures)
+        per_cell = (time.perf_counter() - started) / trained
+        bar.set_postfix_str(f"{outcome.key} done; ~{per_cell * left / 60:.1f} min left")
+    bar.close()
+    return failures

@@ -1,0 +1,21 @@
+"""Unit functions for the Ray executor tests, in a module that imports nothing heavy:
+a fresh Ray worker imports it in well under a second."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def fail_on_three(x):
+    if x == 3:
+        raise ValueError("three is not allowed")
+    return x * x
+
+
+def die_once(marker: str, value: int):
+    """Kills its own worker process the first time (as an OOM kill or a lost node would)."""
+    if not os.path.exists(marker):
+        Path(marker).write_text("died")
+        os._exit(1)
+    return value
