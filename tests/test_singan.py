@@ -273,7 +273,8 @@ def test_cli_train_generate_and_misplaced_options(folder, tmp_path):
                                  "--start-scale", "1", "--device", "cpu"])
     assert result.exit_code == 0, result.output
     assert len(list(out.glob("singan-*_malignant.png"))) == 3
-    for args in (["--method", "singan", "--steps", "10"], ["--method", "cdcgan", "--images", "2"]):
+    for args in (["--method", "singan", "--steps", "10"], ["--method", "cdcgan", "--images", "2"],
+                 ["--method", "singan", "--distributed"], ["--method", "cdcgan", "--executor", "ray"]):
         result = runner.invoke(app, ["train-generator", *args, "--data", str(folder), "--out", str(tmp_path / "x")])
         assert result.exit_code != 0 and "do not apply to --method" in str(result.exception)
     assert not (tmp_path / "x").exists()
