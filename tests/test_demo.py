@@ -11,6 +11,9 @@ def test_demo_runs_every_step_and_resumes(tmp_path, monkeypatch):
     monkeypatch.setattr(demo, "DEMO_PHANTOM", dict(n=160, malignant_fraction=0.5, size=64, difficulty="easy"))
     monkeypatch.setattr(demo, "DEMO_GAN_STEPS", 20)
     monkeypatch.setattr(demo, "DEMO_SYNTHETIC_PER_CLASS", 8)
+    from oncosynth.generators import singan
+
+    monkeypatch.setattr(singan, "DEMO_SINGAN", {**singan.DEMO_SINGAN, "iters": 4, "filters": 8})
     out = demo.run_demo(tmp_path / "demo", seed=0)
 
     summary = json.loads((out / "phantom-summary.json").read_text())
@@ -23,6 +26,8 @@ def test_demo_runs_every_step_and_resumes(tmp_path, monkeypatch):
     metrics = json.loads((out / "evaluation" / "metrics.json").read_text())
     assert metrics["results"]["overall"]["n_synthetic"] == 16
     assert (out / "evaluation" / "evaluation.html").is_file()
+    assert len(list((out / "singan" / "samples").glob("singan-*_malignant.png"))) == 16
+    assert (out / "singan" / "samples-grid.png").is_file() and (out / "singan" / "run" / "config.json").is_file()
 
     demo.run_demo(tmp_path / "demo", seed=0)  # a re-run reuses every finished step
     assert len(list((out / "synthetic").glob("*.png"))) == 16

@@ -85,6 +85,11 @@ def run_demo(out: str | Path = "oncosynth-demo", seed: int = 0) -> Path:
         f"{k}={overall[k]:.3g}" for k in ("frd", "fid", "precision", "recall", "memorised_fraction")
         if isinstance(overall.get(k), (int, float))) + f" (features: {overall.get('feature_net')})")
 
+    t = _step("+ SinGAN from one phantom image (issue 6)")
+    from oncosynth.generators.singan import demo_singan
+
+    _done("SinGAN samples (samples-grid.png: training image first)", demo_singan(dataset, out / "singan", seed=seed), t)
+
     console.rule()
     console.print(f"[bold green]demo finished in {time.perf_counter() - started:.0f} s; outputs under {out}")
     console.print(f"  study report:      {study_report}")

@@ -1,7 +1,7 @@
 """Generators: one protocol, one registry (``create_generator`` / ``load_generator``).
 
-Registered: ``cdcgan`` (alias ``mcgan``, the malignancy-conditioned DCGAN) and
-``stylegan2-ada`` (alias ``stylegan2``). Training machinery (checkpoints,
+Registered: ``cdcgan`` (alias ``mcgan``, the malignancy-conditioned DCGAN),
+``stylegan2-ada`` (alias ``stylegan2``) and ``singan`` (a group of single-image SinGANs). Training machinery (checkpoints,
 resume, divergence stop, progress, sample grids) lives in ``training``.
 """
 
@@ -38,8 +38,9 @@ def demo_train(data: Any, run_folder: str | Path, seed: int = 0, steps: int = 20
 
 
 def generate_images(run_folder: str | Path, out: str | Path, n: int, class_names: list[str], seed: int = 0,
-                    device: str = "cpu", batch_size: int = 64) -> list[dict[str, Any]]:
+                    device: str = "cpu", batch_size: int = 64, **sample_options: Any) -> list[dict[str, Any]]:
     """Sample ``n`` images per class from a trained run into ``out`` (see ``generators.export``)."""
     from oncosynth.generators.export import write_samples
 
-    return write_samples(run_folder, out, n, class_names, seed=seed, device=device, batch_size=batch_size)
+    return write_samples(run_folder, out, n, class_names, seed=seed, device=device, batch_size=batch_size,
+                         **sample_options)

@@ -22,12 +22,13 @@ def image_name(method: str, seed: int, class_name: str) -> str:
 
 
 def write_samples(run_folder: str | Path, out: str | Path, n: int, class_names: list[str], seed: int = 0,
-                  device: str = "cpu", batch_size: int = 64) -> list[dict[str, Any]]:
+                  device: str = "cpu", batch_size: int = 64, **sample_options: Any) -> list[dict[str, Any]]:
     """Sample ``n`` images of each class from the run into ``out``; return the new manifest rows.
 
     Image ``i`` of a class uses latent seed ``seed + i`` (so it can be regenerated alone). Existing files
     are never overwritten: a name clash is an error before anything is written. The manifest is
     rewritten (atomically) after every batch, so a killed run leaves a manifest matching its PNGs.
+    ``sample_options`` go to the generator's ``sample`` (e.g. SinGAN's ``start_scale``).
     """
     from oncosynth.generators.base import load_generator
     from oncosynth.runtime import resolve_device
@@ -37,6 +38,13 @@ def write_samples(run_folder: str | Path, out: str | Path, n: int, class_names: 
     if not class_names:
         raise ConfigError("name at least one --class to generate")
     gen = load_generator(run_folder, device=resolve_device(device))
+    if sample_options:
+        import inspect
+
+        accepted = inspect.signature(gen.sample).parameters
+        unknown = [k for k in sample_options if k not in accepted]
+        if unknown:
+            raise ConfigError(f"{gen.name} does not take sampling option(s) {unknown}")
     for name in class_names:
         gen.class_index(name)  # unknown class -> ConfigError before any work
     out = Path(out)
@@ -52,7 +60,7 @@ def write_samples(run_folder: str | Path, out: str | Path, n: int, class_names: 
     for class_name in class_names:
         for start in range(0, n, batch_size):
             count = min(batch_size, n - start)
-            images = gen.sample(count, class_name, seed=seed + start, batch_size=batch_size)
+            images = gen.sample(count, class_name, seed=seed + start, batch_size=batch_size, **sample_options)
             for i, image in enumerate(images):
                 file = image_name(gen.name, seed + start + i, class_name)
                 save_image(image, out / file)
