@@ -179,7 +179,7 @@ def train_autoencoder(train_images: torch.Tensor, size: int, channels: int = 1,
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            total, seen = total + float(loss) * len(index), seen + len(index)
+            total, seen = total + float(loss.detach()) * len(index), seen + len(index)
         record = {"epoch": epoch + 1, "mse": total / max(seen, 1), "seconds": time.perf_counter() - started}
         history.append(record)
         if progress is not None:
