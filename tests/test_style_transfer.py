@@ -14,7 +14,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from oncosynth.errors import ConfigError
+from oncosynth.errors import ConfigError, OncosynthError
 from oncosynth.features import create_layer_features
 from oncosynth.generators.style_transfer import StyleSettings, StyleTransfer, transfer_one_at_a_time
 from oncosynth.quality.anomaly import AnomalyDetector, fit_anomaly_detector
@@ -233,5 +233,8 @@ def test_cli_fit_anomaly_and_style_transfer(phantom, tmp_path):
     manifest = json.loads((tmp_path / "st" / "manifest.json").read_text())
     assert manifest["summary"]["pairs"] == 2 and manifest["config"]["gates"] == ["anomaly"]
     result = runner.invoke(app, ["style-transfer", "--data", str(phantom), "--out", str(tmp_path / "bad"),
-                                 "--feature-net", "random-cnn:0", "--classifier", str(tmp_path / "missing")])
-    assert result.exit_code == 2 and "error" in result.output
+                                 "--feature-net", "random-cnn:0", "--classifier", str(tmp_path / "missing"),
+                                 "--baseline-layer", "conv_2", "--style-layers", "conv_1", "--content-layers",
+                                 "conv_1"])
+    assert isinstance(result.exception, OncosynthError) and "missing" in str(result.exception)
+    assert not (tmp_path / "bad").exists()
