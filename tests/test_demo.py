@@ -23,6 +23,8 @@ def test_demo_runs_every_step_and_resumes(tmp_path, monkeypatch):
     metrics = json.loads((out / "evaluation" / "metrics.json").read_text())
     assert metrics["results"]["overall"]["n_synthetic"] == 16
     assert (out / "evaluation" / "evaluation.html").is_file()
+    style = json.loads((out / "style-transfer" / "accepted" / "manifest.json").read_text())
+    assert style["summary"]["trials"] >= style["summary"]["pairs"] > 0 and style["config"]["gates"] == ["anomaly", "classifier"]
 
     demo.run_demo(tmp_path / "demo", seed=0)  # a re-run reuses every finished step
     assert len(list((out / "synthetic").glob("*.png"))) == 16
