@@ -18,13 +18,16 @@ Specs understood by ``create_feature_net(spec, device)``:
 - ``encoder:<checkpoint folder>`` -- an encoder trained by oncosynth on the
   user's data (the "domain encoder"): a classifier checkpoint (kind
   ``classifier``, loaded with ``oncosynth.classifiers.load_classifier``; its
-  ``.features(x)`` is the embedding) or a small CNN written by
-  ``save_small_encoder`` (kind ``feature-net/small-cnn``).
+  ``.features(x)`` is the embedding), a small CNN written by
+  ``save_small_encoder`` (kind ``feature-net/small-cnn``) or the encoder of
+  the anomaly detector (kind ``anomaly-detector/...``, ``oncosynth.quality``).
 - ``random-cnn:<seed>`` -- a randomly initialised small CNN: a cheap,
   deterministic feature space for tests and smoke runs (not for reporting).
 
 Every network also has ``.spatial(x) -> N×C×h×w``, the early feature maps
-that single-image metrics such as SIFID compare.
+that single-image metrics such as SIFID compare. ``create_layer_features(spec)``
+gives named intermediate layers (``conv_1``, ``conv_2``, ...) of the same
+networks, for style transfer.
 """
 
 from __future__ import annotations
@@ -284,7 +287,8 @@ def _encoder(arg: str, device: torch.device, input_size: int | None) -> FeatureN
         from oncosynth.quality.anomaly import AnomalyEncoderFeatures
 
         return AnomalyEncoderFeatures.from_checkpoint(tensors, config, name, input_size)
-    raise CheckpointError(f"{folder}: '{kind}' is not an encoder (expected a classifier or {SMALL_ENCODER_KIND})")
+    raise CheckpointError(f"{folder}: '{kind}' is not an encoder (expected a classifier, an anomaly detector "
+                          f"or {SMALL_ENCODER_KIND})")
 
 
 def _random_cnn(arg: str, device: torch.device, input_size: int | None) -> FeatureNet:
