@@ -238,3 +238,18 @@ def test_cli_fit_anomaly_and_style_transfer(phantom, tmp_path):
                                  "conv_1"])
     assert isinstance(result.exception, OncosynthError) and "missing" in str(result.exception)
     assert not (tmp_path / "bad").exists()
+
+
+def test_style_transfer_behind_the_generator_protocol(phantom, tmp_path):
+    from oncosynth.generators import create_generator, load_generator
+
+    gen = create_generator("style-transfer", feature_net="random-cnn:0", content_layer="conv_2",
+                           style_layers=list(LAYERS), steps=3)
+    gen.fit(phantom, tmp_path / "run")
+    again = load_generator(tmp_path / "run")
+    assert again.name == "style-transfer" and again.classes == ["benign", "malignant"]
+    images = again.sample(2, "malignant", seed=5)
+    assert images.shape == (2, 1, SIZE, SIZE)
+    assert torch.allclose(images[1:], again.sample(1, "malignant", seed=6), atol=1e-5)
+    with pytest.raises(ConfigError, match="no layer"):
+        create_generator("style-transfer", feature_net="random-cnn:0").fit(phantom, tmp_path / "bad")

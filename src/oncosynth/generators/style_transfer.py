@@ -263,3 +263,109 @@ def transfer_one_at_a_time(transfer: StyleTransfer, content: torch.Tensor, style
     return StyleResult(torch.cat([p.images for p in parts]), torch.cat([p.content_loss for p in parts]),
                        torch.cat([p.style_loss for p in parts]), torch.cat([p.total_loss for p in parts]),
                        torch.cat([p.steps for p in parts]), time.perf_counter() - started)
+
+
+# ------------------------------------------------------------ generator protocol ----
+from oncosynth.generators.base import Generator, register_generator  # noqa: E402
+from torch import nn  # noqa: E402
+
+
+class _Pool(nn.Module):
+    """The real images style transfer draws from, kept as buffers so they live in the checkpoint."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("images", torch.zeros(0, 1, 1, 1, dtype=torch.uint8))
+        self.register_buffer("labels", torch.zeros(0, dtype=torch.long))
+
+
+@register_generator("gatys", "nst")
+class StyleTransferGenerator(Generator):
+    """Style transfer behind the generator protocol (no gates; the gated pipeline is ``oncosynth.quality``).
+
+    ``fit`` keeps the training images (uint8, in the checkpoint: it needs no training steps);
+    ``sample(n, "malignant")`` makes image ``i`` from a content image of ``content_class`` (default: the
+    first other class) and a style image of the asked class, both drawn with seed ``seed + i``.
+    """
+
+    name = "style-transfer"
+    defaults = {"feature_net": "vgg19:download", "content_class": None, "content_layer": "conv_5",
+                "style_layers": list(DEFAULT_STYLE_LAYERS), "steps": 250, "content_weight": 1.0,
+                "style_weight": 100_000.0, "lr": 0.02, "optimizer": "adam", "size": None, "channels": None}
+
+    def build(self) -> None:
+        self.pool = _Pool()
+        self._transfer = None
+
+    def networks(self) -> dict[str, nn.Module]:
+        return {"pool": self.pool}
+
+    def check_size(self, size: int) -> None:
+        if size < 16:
+            raise ConfigError(f"style transfer: image size {size} is below 16 px")
+
+    def train_step(self, reals, labels):
+        raise ConfigError("style transfer does not train by steps; call fit(data, run_folder)")
+
+    def generate(self, z, labels):
+        raise ConfigError("style transfer makes images from real pairs; use sample(n, class_name)")
+
+    @property
+    def z_dim(self) -> int:
+        return 0
+
+    def settings(self) -> StyleSettings:
+        c = self.config
+        return StyleSettings(c["content_layer"], tuple(c["style_layers"]), int(c["steps"]),
+                             float(c["content_weight"]), float(c["style_weight"]), float(c["lr"]))
+
+    def fit(self, data, run_folder, steps: int = 0, classes: list[str] | None = None, seed: int = 0,
+            device: str = "cpu", **options) -> "StyleTransferGenerator":
+        from oncosynth.generators.training import prepare_data
+        from oncosynth.runtime import make_manifest
+
+        del steps, options  # nothing to train
+        if not isinstance(data, tuple):
+            from oncosynth.data import load_dataset
+
+            dataset = load_dataset(data) if not hasattr(data, "records") else data
+            data = dataset.split("train") if "train" in dataset.splits else dataset
+        prepared = prepare_data(data, classes=classes, size=self.config.get("size"),
+                                channels=self.config.get("channels"))
+        self.configure(prepared.classes, int(prepared.images.shape[1]), int(prepared.images.shape[-1]))
+        self.settings()  # invalid settings fail here
+        self.transfer().check([self.settings()])
+        self.pool.images, self.pool.labels = prepared.images.clone(), prepared.labels.clone()
+        self.manifest = make_manifest("generator/" + self.name, self.checkpoint_config(), seed=seed,
+                                      data_hash=prepared.data_hash)
+        self.save(run_folder)
+        return self
+
+    def load_state_tensors(self, tensors, where: str = "checkpoint") -> None:
+        self.pool.images, self.pool.labels = tensors["pool.images"], tensors["pool.labels"]
+
+    def transfer(self) -> StyleTransfer:
+        if self._transfer is None:
+            self._transfer = StyleTransfer(self.config["feature_net"], optimizer=self.config["optimizer"],
+                                           device=self.device)
+        return self._transfer
+
+    @torch.no_grad()
+    def sample(self, n: int, class_name: str, seed: int = 0, batch_size: int = 64) -> torch.Tensor:
+        import numpy as np
+
+        style_label = self.class_index(class_name)
+        content_name = self.config.get("content_class") or next(c for c in self.classes if c != class_name)
+        content_label = self.class_index(content_name)
+        content_pool = torch.nonzero(self.pool.labels == content_label).flatten()
+        style_pool = torch.nonzero(self.pool.labels == style_label).flatten()
+        out = []
+        for start in range(0, n, batch_size):
+            picks = [np.random.default_rng(seed + i) for i in range(start, min(n, start + batch_size))]
+            c_idx = [int(content_pool[r.integers(len(content_pool))]) for r in picks]
+            s_idx = [int(style_pool[r.integers(len(style_pool))]) for r in picks]
+            with torch.enable_grad():
+                result = self.transfer().run(self.pool.images[c_idx].float() / 255,
+                                             self.pool.images[s_idx].float() / 255, self.settings())
+            out.append(result.images)
+        return torch.cat(out) if out else torch.zeros(0, self.channels, self.size, self.size)
