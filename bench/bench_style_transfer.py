@@ -48,6 +48,9 @@ def throughput(args) -> dict:
             "batched_pairs_per_s": args.pairs / (t1 - t0), "single_pairs_per_s": args.pairs / (t2 - t1),
             "ratio_wall": (t2 - t1) / (t1 - t0), "ratio_cpu": (c2 - c1) / (c1 - c0),
             "max_rel_final_loss_diff": rel, "max_abs_pixel_diff": (batched.images - single.images).abs().max().item(),
+            "mean_abs_pixel_diff": (batched.images - single.images).abs().mean().item(),
+            "fraction_pixels_off_by_more_than_1_grey_level": ((batched.images - single.images).abs() > 1 / 255).float().mean().item(),
+            "mean_final_loss": batched.total_loss.mean().item(),
             "loadavg_before": load_before, "loadavg_after": os.getloadavg(), "machine": platform.processor() or platform.machine(),
             "cpus": os.cpu_count()}
 
