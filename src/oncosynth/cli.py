@@ -232,6 +232,8 @@ def style_transfer(
     pairs_per_unit: int = typer.Option(16, "--pairs-per-unit", help="Pairs optimised together in one work unit."),
     workers: int = typer.Option(0, "--workers", help="0: in this process; N: a pool of N processes."),
     executor: str = typer.Option("local", "--executor", help="Executor backend (local; ray once registered)."),
+    units_per_wave: Optional[int] = typer.Option(None, "--units-per-wave",
+                                                 help="Units handed to the executor at once (default: --workers, min 1)."),
     threads: int = typer.Option(1, "--threads", help="torch threads per unit."),
     sweep: bool = typer.Option(False, "--sweep", help="Instead: the three one-factor studies as image grids."),
     sweep_pairs: int = typer.Option(2, "--sweep-pairs"),
@@ -261,7 +263,8 @@ def style_transfer(
                                      classifier=classifier, feature_net=feature_net, split=split, size=size,
                                      schedule=schedule, max_pairs=max_pairs, pairs_per_unit=pairs_per_unit,
                                      executor=backend, seed=seed, device=device, optimizer=optimizer, cutoff=cutoff,
-                                     anomaly_threshold=anomaly_threshold, threads=threads, data_format=data_format)
+                                     anomaly_threshold=anomaly_threshold, threads=threads,
+                                     units_per_wave=units_per_wave, data_format=data_format)
     typer.echo(json.dumps({k: summary[k] for k in ("pairs", "trials", "accepted", "acceptance_rate",
                                                    "trials_per_accepted", "cpu_seconds_per_accepted")}))
     typer.echo(f"accepted images and manifest.json/manifest.csv in {out}")

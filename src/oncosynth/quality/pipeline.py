@@ -244,13 +244,17 @@ def run_style_campaign(data, out: str | Path, content_class: str = "benign", sty
                        schedule: RetrySchedule | None = None, max_pairs: int | None = None,
                        pairs_per_unit: int = 16, executor=None, workers: int = 0, seed: int = 0,
                        device: str = "cpu", optimizer: str = "adam", cutoff: float = 0.7,
-                       anomaly_threshold: float | None = None, threads: int = 1,
+                       anomaly_threshold: float | None = None, threads: int = 1, units_per_wave: int | None = None,
                        progress: bool = True, data_format: str | None = None) -> dict[str, Any]:
-    """Run (or resume) a campaign; returns the summary also written to ``<out>/manifest.json``."""
+    """Run (or resume) a campaign; returns the summary also written to ``<out>/manifest.json``.
+
+    Units are handed to the executor ``units_per_wave`` at a time (default: its ``workers``, at least
+    1); the campaign stops after the first wave that brings the accepted count to ``accept``.
+    """
     from oncosynth.data import load_dataset
     from oncosynth.executor import LocalExecutor, Unit, run_all
     from oncosynth.quality.gates import AnomalyGate, ClassifierGate
-    from oncosynth.runtime import make_manifest, resolve_device
+    from oncosynth.runtime import hash_strings, make_manifest, resolve_device
 
     schedule = schedule or RetrySchedule()
     if accept < 1:
@@ -317,9 +321,10 @@ def run_style_campaign(data, out: str | Path, content_class: str = "benign", sty
              for k, start in enumerate(range(0, len(pairs), pairs_per_unit))]
     del transfer, cls_gate, an_gate
     executor = executor or LocalExecutor(workers=workers)
-    wave = max(1, getattr(executor, "workers", 1) or 1)
+    wave = units_per_wave or max(1, int(getattr(executor, "workers", 1) or 1))
     started, errors = time.perf_counter(), []
-    manifest = make_manifest("synthetic/style-transfer", config, seed=seed)
+    manifest = make_manifest("synthetic/style-transfer", config, seed=seed,
+                             data_hash=hash_strings(r.uid for r in part.records))
     summary = _write_manifest(out, manifest, errors, time.perf_counter() - started)
     position = 0
     while position < len(units) and summary["accepted"] < accept:
