@@ -28,6 +28,8 @@ def test_demo_runs_every_step_and_resumes(tmp_path, monkeypatch):
     assert (out / "evaluation" / "evaluation.html").is_file()
     assert len(list((out / "singan" / "samples").glob("singan-*_malignant.png"))) == 16
     assert (out / "singan" / "samples-grid.png").is_file() and (out / "singan" / "run" / "config.json").is_file()
+    style = json.loads((out / "style-transfer" / "accepted" / "manifest.json").read_text())
+    assert style["summary"]["trials"] >= style["summary"]["pairs"] > 0 and style["config"]["gates"] == ["anomaly", "classifier"]
 
     demo.run_demo(tmp_path / "demo", seed=0)  # a re-run reuses every finished step
     assert len(list((out / "synthetic").glob("*.png"))) == 16

@@ -90,6 +90,14 @@ def run_demo(out: str | Path = "oncosynth-demo", seed: int = 0) -> Path:
 
     _done("SinGAN samples (samples-grid.png: training image first)", demo_singan(dataset, out / "singan", seed=seed), t)
 
+    t = _step("+ style transfer with the anomaly and classifier gates, a few phantom pairs (issue 5)")
+    from oncosynth.quality.demo import demo_style_transfer
+
+    style = demo_style_transfer(out / "style-transfer", phantom_dir, classifier=encoder, seed=seed)
+    console.print(f"style transfer: {style['accepted']} accepted of {style['pairs']} pairs in {style['trials']} "
+                  f"trials (rejections: {style['rejected_by']})")
+    _done("accepted images + manifest of every trial", out / "style-transfer" / "accepted", t)
+
     console.rule()
     console.print(f"[bold green]demo finished in {time.perf_counter() - started:.0f} s; outputs under {out}")
     console.print(f"  study report:      {study_report}")

@@ -18,19 +18,22 @@ Specs understood by ``create_feature_net(spec, device)``:
 - ``encoder:<checkpoint folder>`` -- an encoder trained by oncosynth on the
   user's data (the "domain encoder"): a classifier checkpoint (kind
   ``classifier``, loaded with ``oncosynth.classifiers.load_classifier``; its
-  ``.features(x)`` is the embedding) or a small CNN written by
-  ``save_small_encoder`` (kind ``feature-net/small-cnn``).
+  ``.features(x)`` is the embedding), a small CNN written by
+  ``save_small_encoder`` (kind ``feature-net/small-cnn``) or the encoder of
+  the anomaly detector (kind ``anomaly-detector/...``, ``oncosynth.quality``).
 - ``random-cnn:<seed>`` -- a randomly initialised small CNN: a cheap,
   deterministic feature space for tests and smoke runs (not for reporting).
 
 Every network also has ``.spatial(x) -> N×C×h×w``, the early feature maps
-that single-image metrics such as SIFID compare.
+that single-image metrics such as SIFID compare. ``create_layer_features(spec)``
+gives named intermediate layers (``conv_1``, ``conv_2``, ...) of the same
+networks, for style transfer.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable
 
 import torch
 import torch.nn as nn
@@ -280,7 +283,12 @@ def _encoder(arg: str, device: torch.device, input_size: int | None) -> FeatureN
         model = load_classifier(folder, device="cpu")
         in_chans = int(config.get("in_chans", getattr(model, "in_chans", 3)))
         return ClassifierFeatures(model, name, in_chans, input_size or config.get("img_size"))
-    raise CheckpointError(f"{folder}: '{kind}' is not an encoder (expected a classifier or {SMALL_ENCODER_KIND})")
+    if kind.startswith("anomaly-detector"):
+        from oncosynth.quality.anomaly import AnomalyEncoderFeatures
+
+        return AnomalyEncoderFeatures.from_checkpoint(tensors, config, name, input_size)
+    raise CheckpointError(f"{folder}: '{kind}' is not an encoder (expected a classifier, an anomaly detector "
+                          f"or {SMALL_ENCODER_KIND})")
 
 
 def _random_cnn(arg: str, device: torch.device, input_size: int | None) -> FeatureNet:
@@ -341,3 +349,111 @@ def extract_features(net: FeatureNet, images: torch.Tensor, batch_size: int = 64
     if not out:
         return torch.zeros(0, 0, dtype=torch.float64)
     return torch.cat(out)
+
+
+# ------------------------------------------------------- intermediate layers ----
+class _Enough(Exception):
+    """Raised by a forward hook once every requested layer is captured: the rest of the net is skipped."""
+
+
+class LayerFeatures(nn.Module):
+    """Named intermediate maps of a feature network, for style transfer.
+
+    Layers are named ``conv_1``, ``conv_2``, ... after the network's ``nn.Conv2d``
+    modules in order (for VGG-19 that is the naming of the PyTorch style-transfer
+    tutorial: ``conv_5`` is conv3_1). Each map is the convolution's output, before
+    the activation. The network is frozen and in eval mode (no batch statistics),
+    so the maps of one image never depend on the other images in the batch.
+    ``forward(x, layers)`` returns ``{name: map}`` and stops the forward pass once
+    the last requested layer has been computed.
+    """
+
+    def __init__(self, body: nn.Module, run: Callable[[torch.Tensor], torch.Tensor], name: str,
+                 in_chans: int, normalise: tuple[tuple[float, ...], tuple[float, ...]] | None = None):
+        super().__init__()
+        self.body = body.eval()
+        self.body.requires_grad_(False)
+        for module in self.body.modules():  # an in-place activation would overwrite a captured map
+            if hasattr(module, "inplace"):
+                module.inplace = False
+        self._run = run
+        self.name, self.in_chans, self.normalise = name, in_chans, normalise
+        self._convs = {f"conv_{i + 1}": m for i, m in
+                       enumerate(m for m in self.body.modules() if isinstance(m, nn.Conv2d))}
+
+    @property
+    def layer_names(self) -> list[str]:
+        return list(self._convs)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.body.parameters()).device
+
+    def check_layers(self, layers: Iterable[str]) -> None:
+        """ConfigError naming the layers this network lacks (call before any work starts)."""
+        missing = [name for name in layers if name not in self._convs]
+        if missing:
+            names = self.layer_names
+            shown = ", ".join(names[:8]) + (f", ... {names[-1]}" if len(names) > 8 else "")
+            raise ConfigError(f"feature net {self.name} has no layer(s) {missing}; it has {len(names)} "
+                              f"conv layers: {shown}")
+
+    def prepare(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[1] != self.in_chans:
+            if x.shape[1] == 1:
+                x = x.expand(-1, self.in_chans, -1, -1)
+            elif self.in_chans == 1:
+                weights = x.new_tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+                x = (x[:, :3] * weights).sum(1, keepdim=True)
+            else:
+                raise ConfigError(f"{self.name}: cannot adapt {x.shape[1]} channels to {self.in_chans}")
+        if self.normalise is not None:
+            mean, std = (x.new_tensor(v).view(1, -1, 1, 1) for v in self.normalise)
+            x = (x - mean) / std
+        return x
+
+    def forward(self, x: torch.Tensor, layers: Iterable[str]) -> dict[str, torch.Tensor]:
+        wanted = list(dict.fromkeys(layers))
+        self.check_layers(wanted)
+        out: dict[str, torch.Tensor] = {}
+
+        def capture(name: str):
+            def hook(module, inputs, output):
+                out[name] = output
+                if len(out) == len(wanted):
+                    raise _Enough
+
+            return hook
+
+        handles = [self._convs[name].register_forward_hook(capture(name)) for name in wanted]
+        try:
+            self._run(self.prepare(x))
+        except _Enough:
+            pass
+        finally:
+            for handle in handles:
+                handle.remove()
+        return out
+
+
+def create_layer_features(spec: str | FeatureNet, device: str | torch.device = "cpu") -> LayerFeatures:
+    """Per-layer feature extractor from the same specs as :func:`create_feature_net`.
+
+    ``vgg19:<file|download>`` (VGG-19's conv part, ImageNet-normalised RGB input),
+    ``encoder:<checkpoint>`` (a classifier, a small CNN or the anomaly detector's
+    encoder) and ``random-cnn:<seed>``. The weights are loaded by
+    ``create_feature_net``; this only picks the module to run and names its layers.
+    """
+    net = create_feature_net(spec, device=device)
+    if isinstance(net, VGGFeatures):
+        body, run = net.net.features, net.net.features
+    elif isinstance(net, ClassifierFeatures):
+        body, run = net.model, net.model.features
+    elif isinstance(net, SmallCNNFeatures):
+        body, run = net.model, net.model.blocks
+    elif hasattr(net, "layer_body"):  # e.g. the anomaly detector's encoder
+        body, run = net.layer_body()
+    else:
+        raise ConfigError(f"feature net {net.name} has no per-layer access (use vgg19:..., encoder:... "
+                          f"or random-cnn:...)")
+    return LayerFeatures(body, run, net.name, net.in_chans, net.normalise)

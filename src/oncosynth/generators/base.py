@@ -305,4 +305,4 @@ def load_generator(run_folder: str | Path, device: str | torch.device = "cpu") -
 
 def _import_builtin() -> None:
     # Importing the modules registers their classes; lazily, so `import oncosynth.generators` stays light.
-    from oncosynth.generators import cdcgan, singan, stylegan2  # noqa: F401
+    from oncosynth.generators import cdcgan, singan, style_transfer, stylegan2  # noqa: F401
