@@ -302,7 +302,9 @@ def style_transfer(
     optimizer: str = typer.Option("adam", "--optimizer", help="adam (batched) | lbfgs (one pair at a time)."),
     pairs_per_unit: int = typer.Option(16, "--pairs-per-unit", help="Pairs optimised together in one work unit."),
     workers: int = typer.Option(0, "--workers", help="0: in this process; N: a pool of N processes."),
-    executor: str = typer.Option("local", "--executor", help="Executor backend (local; ray once registered)."),
+    executor: str = typer.Option("local", "--executor", help="Where the units run: local | ray (issue 8)."),
+    ray_address: str = typer.Option("auto", "--ray-address", help="With --executor ray: auto | HOST:PORT | local."),
+    retries: int = typer.Option(0, "--retries", help="Extra attempts for a failed unit."),
     units_per_wave: Optional[int] = typer.Option(None, "--units-per-wave",
                                                  help="Units handed to the executor at once (default: --workers, min 1)."),
     threads: int = typer.Option(1, "--threads", help="torch threads per unit."),
@@ -328,8 +330,7 @@ def style_transfer(
 
     schedule = RetrySchedule(_names(content_layers), tuple(int(s) for s in _floats(steps, "--steps")),
                              _floats(content_weights, "--content-weights"), max_trials, baseline)
-    options = {"workers": workers} if executor == "local" else {}
-    with create_executor(executor, **options) as backend:
+    with create_executor(executor, **executor_options(executor, workers, ray_address, retries)) as backend:
         summary = run_style_campaign(data, out, content_class, style_class, accept=accept, anomaly=anomaly,
                                      classifier=classifier, feature_net=feature_net, split=split, size=size,
                                      schedule=schedule, max_pairs=max_pairs, pairs_per_unit=pairs_per_unit,
