@@ -46,6 +46,18 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
+def adapt_channels(x: torch.Tensor, channels: int, name: str) -> torch.Tensor:
+    """Grey -> RGB by repetition, RGB -> grey as ITU-R 601 luma (PIL's "L"); other counts are an error."""
+    if x.shape[1] == channels:
+        return x
+    if x.shape[1] == 1:
+        return x.expand(-1, channels, -1, -1)
+    if channels == 1:
+        weights = x.new_tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+        return (x[:, :3] * weights).sum(1, keepdim=True)
+    raise ConfigError(f"{name}: cannot adapt {x.shape[1]} channels to {channels}")
+
+
 class FeatureNet(nn.Module):
     """Base class: input adaptation (channels, size, normalisation) + embedding."""
 
@@ -57,16 +69,7 @@ class FeatureNet(nn.Module):
     def prepare(self, x: torch.Tensor) -> torch.Tensor:
         if x.ndim != 4:
             raise ValueError(f"expected images N×C×H×W, got shape {tuple(x.shape)}")
-        x = x.float()
-        if x.shape[1] != self.in_chans:
-            if x.shape[1] == 1:
-                x = x.expand(-1, self.in_chans, -1, -1)
-            elif self.in_chans == 1:
-                # ITU-R 601 luma, as PIL's "L" conversion
-                weights = x.new_tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
-                x = (x[:, :3] * weights).sum(1, keepdim=True)
-            else:
-                raise ValueError(f"{self.name}: cannot adapt {x.shape[1]} channels to {self.in_chans}")
+        x = adapt_channels(x.float(), self.in_chans, self.name)
         if self.input_size is not None and tuple(x.shape[-2:]) != (self.input_size, self.input_size):
             x = F.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear",
                               align_corners=False, antialias=x.shape[-1] > self.input_size)
@@ -399,14 +402,7 @@ class LayerFeatures(nn.Module):
                               f"conv layers: {shown}")
 
     def prepare(self, x: torch.Tensor) -> torch.Tensor:
-        if x.shape[1] != self.in_chans:
-            if x.shape[1] == 1:
-                x = x.expand(-1, self.in_chans, -1, -1)
-            elif self.in_chans == 1:
-                weights = x.new_tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
-                x = (x[:, :3] * weights).sum(1, keepdim=True)
-            else:
-                raise ConfigError(f"{self.name}: cannot adapt {x.shape[1]} channels to {self.in_chans}")
+        x = adapt_channels(x, self.in_chans, self.name)
         if self.normalise is not None:
             mean, std = (x.new_tensor(v).view(1, -1, 1, 1) for v in self.normalise)
             x = (x - mean) / std
