@@ -22,6 +22,13 @@ fractions {0.1, 1.0}, plus real and real+synthetic at epsilon 6):
   PYTHONPATH=src .venv/bin/python bench/bench_study.py cells --out bench/out/study-full \
       --arms real real+oversample real+synthetic --dp-arms real real+synthetic --dp 6 \
       --fractions 0.1 1.0 --seeds 0 1 2 --epochs 30
+
+Our generators against the peer: each ``--synthetic NAME=FOLDER`` adds an arm ``real+NAME`` (the
+folder's images, class in the file name), paired against the same ``real`` cells; copy finished
+cells of the same settings into --out first and they are reused, not retrained:
+
+  PYTHONPATH=src .venv/bin/python bench/bench_study.py cells --out bench/out/study-ours \
+      --arms real real+synthetic --synthetic cdcgan=DIR sg2ada=DIR --fractions 0.1 --seeds 0 1 2 --epochs 5
 """
 
 from __future__ import annotations
@@ -84,6 +91,10 @@ def cells(args) -> dict:
         if name == "real+synthetic":
             arm["synthetic"] = {"folder": str(MCGAN), "label_from_name": True}
         arms.append(arm)
+    for named in args.synthetic:  # more real+synthetic arms, one per folder, all paired against `real`
+        name, _, folder = named.partition("=")
+        arms.append({"name": f"real+{name}", "kind": "real+synthetic", "dp": "off",
+                     "synthetic": {"folder": str(Path(folder).resolve()), "label_from_name": True}})
     config = parse_config({
         "name": f"CBIS-DDSM masses, {args.backbone} {args.size} px",
         "data": {"path": str(CBIS), "size": args.size, "channels": 1},
@@ -117,6 +128,8 @@ def main() -> None:
     parser.add_argument("--dp-arms", nargs="+", default=["real"])
     parser.add_argument("--dp", type=float, nargs="*", default=[])
     parser.add_argument("--dp-only", action="store_true", help="only the DP cells of the DP arms")
+    parser.add_argument("--synthetic", nargs="*", default=[], metavar="NAME=FOLDER",
+                        help="extra arms real+NAME adding the images in FOLDER (class in the file name)")
     parser.add_argument("--fractions", type=float, nargs="+", default=[1.0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--device", default="auto")
