@@ -385,6 +385,8 @@ class StyleGAN2ADA(Generator):
         if cfg["ada"]:
             self.ada.update(n)
         losses["augment_p"] = float(self.augment.p)
+        if self.ada.last_rt is not None:  # the overfitting signal p follows, so a log explains p's course
+            losses["ada_rt"] = self.ada.last_rt
         return losses
 
     def generate(self, z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
