@@ -32,6 +32,10 @@ def reals_of(path: str, split: str | None, gen, n: int, seed: int) -> tuple[torc
         split = "train" if "train" in dataset.splits else None
     part = dataset.split(split) if split else dataset
     images, labels = cached_tensors(part, gen.size, gen.channels)
+    unknown = sorted(set(part.classes) - set(gen.classes))
+    if unknown:
+        raise SystemExit(f"{path}: classes {unknown} are not the run's classes {gen.classes}; "
+                         "give --heldout data of the same kind as the run")
     to_gen = torch.tensor([gen.classes.index(c) for c in part.classes])  # the run's class order
     pick = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))[:n]
     return images[pick].float() / 127.5 - 1, to_gen[labels[pick].long()], len(images)

@@ -44,6 +44,8 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=None)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                    help="any other generator setting, value as JSON (e.g. ada_kimg=100); repeatable")
     ap.add_argument("--sample-n", type=int, default=256, help="Images per class for the sampling timing")
     ap.add_argument("--evaluate", type=int, default=0,
                     help="After training: generate this many images per class and score them (FRD, FID on a "
@@ -57,6 +59,14 @@ def main() -> None:
     options = {"size": args.size}
     if args.width is not None:
         options["width"] = args.width
+    for item in args.option:
+        key, sep, value = item.partition("=")
+        if not sep:
+            ap.error(f"--option {item!r}: expected KEY=VALUE")
+        try:
+            options[key] = json.loads(value)
+        except json.JSONDecodeError:
+            options[key] = value
     clock = time.process_time if args.cpu_minutes is not None else time.perf_counter
     budget_s = 60 * (args.cpu_minutes if args.cpu_minutes is not None else args.minutes)
     start = clock()
