@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 from oncosynth.data import cached_tensors, load_dataset
+from oncosynth.errors import ConfigError
 from oncosynth.generators import load_generator
 
 
@@ -32,11 +33,10 @@ def reals_of(path: str, split: str | None, gen, n: int, seed: int) -> tuple[torc
         split = "train" if "train" in dataset.splits else None
     part = dataset.split(split) if split else dataset
     images, labels = cached_tensors(part, gen.size, gen.channels)
-    unknown = sorted(set(part.classes) - set(gen.classes))
-    if unknown:
-        raise SystemExit(f"{path}: classes {unknown} are not the run's classes {gen.classes}; "
-                         "give --heldout data of the same kind as the run")
-    to_gen = torch.tensor([gen.classes.index(c) for c in part.classes])  # the run's class order
+    try:
+        to_gen = torch.tensor([gen.class_index(c) for c in part.classes])  # the run's class order
+    except ConfigError as error:
+        raise SystemExit(f"{path}: {error}; give --heldout data of the same kind as the run") from None
     pick = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))[:n]
     return images[pick].float() / 127.5 - 1, to_gen[labels[pick].long()], len(images)
 

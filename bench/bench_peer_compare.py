@@ -66,5 +66,6 @@ def main() -> None:
         print(name, json.dumps(results[name]), flush=True)
     args.out.write_text(json.dumps(results, indent=2))
 
+
 if __name__ == "__main__":
     main()
