@@ -1,11 +1,16 @@
 """Style-transfer benchmarks on CBIS-DDSM (128 px).
 
 ``throughput``: the batched optimiser against one pair at a time, same pairs, settings and steps; reports
-pairs/s of each, the ratio, and the largest relative difference of the final losses.
+pairs/s of each, the ratio, and the largest relative difference of the final losses, for every
+combination of ``--feature-net`` and ``--threads`` given, as JSON lines and then a table.
 
     OMP_NUM_THREADS=1 PYTHONPATH=src python bench/bench_style_transfer.py throughput \
         --data ../shared/data/cbis-ddsm-masses --feature-net encoder:bench/out/style/gate-classifier \
-        --pairs 16 --steps 50 --threads 1
+        --feature-net encoder:bench/out/style/anomaly-cpu --pairs 16 --steps 50 --threads 1 2
+
+A VGG-19 timing needs no ImageNet weights (time does not depend on the weights):
+``--random-vgg19 /tmp/vgg19-random.pt`` writes a randomly initialised state dict there and adds
+``vgg19:/tmp/vgg19-random.pt`` to the feature nets.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import time
 import torch
 
 
-def throughput(args) -> dict:
+def throughput(args, feature_net: str) -> dict:
     from oncosynth.data import load_dataset
     from oncosynth.data.decode import load_images
     from oncosynth.generators.style_transfer import StyleSettings, StyleTransfer, transfer_one_at_a_time
@@ -32,7 +37,7 @@ def throughput(args) -> dict:
     pairs = _pairs(contents, styles, args.pairs, 0)
     content = load_images([Record(**p["content"]) for p in pairs], size=args.size, channels=1)
     style = load_images([Record(**p["style"]) for p in pairs], size=args.size, channels=1)
-    transfer = StyleTransfer(args.feature_net)
+    transfer = StyleTransfer(feature_net)
     settings = StyleSettings(steps=args.steps)
     transfer.run(content[:2], style[:2], settings.with_(steps=2))  # warm-up
     load_before = os.getloadavg()
@@ -59,19 +64,42 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("what", choices=["throughput"])
     parser.add_argument("--data", required=True)
-    parser.add_argument("--feature-net", required=True)
+    parser.add_argument("--feature-net", action="append", default=[])
+    parser.add_argument("--random-vgg19", metavar="FILE")
     parser.add_argument("--pairs", type=int, default=16)
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--size", type=int, default=128)
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--out")
+    parser.add_argument("--threads", type=int, nargs="+", default=[1])
+    parser.add_argument("--out", help="JSON file for the list of results")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    result = throughput(args)
-    print(json.dumps(result, indent=2))
-    if args.out:
-        with open(args.out, "w") as handle:
-            json.dump(result, handle, indent=2)
+    nets = list(args.feature_net)
+    if args.random_vgg19:
+        import torchvision
+
+        torch.manual_seed(0)
+        torch.save(torchvision.models.vgg19().state_dict(), args.random_vgg19)
+        nets.append(f"vgg19:{args.random_vgg19}")
+    if not nets:
+        parser.error("give at least one --feature-net (or --random-vgg19)")
+    results = []
+    for net in nets:
+        for threads in args.threads:
+            torch.set_num_threads(threads)
+            results.append(throughput(args, net))
+            print(json.dumps(results[-1]), flush=True)
+            if args.out:
+                with open(args.out, "w") as handle:
+                    json.dump(results, handle, indent=2)
+    print(f"\n{args.pairs} pairs x {args.steps} steps, {args.size} px")
+    print("| feature net | threads | batched pairs/s | single pairs/s | speed-up (wall) | speed-up (CPU) "
+          "| CPU ms per pair-step, batched / single | final losses, max rel. diff |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for r in results:
+        pair_steps = r["pairs"] * r["steps"]
+        print(f"| {r['feature_net']} | {r['threads']} | {r['batched_pairs_per_s']:.3f} | {r['single_pairs_per_s']:.3f} "
+              f"| {r['ratio_wall']:.2f}x | {r['ratio_cpu']:.2f}x "
+              f"| {1000 * r['batched_cpu_s'] / pair_steps:.1f} / {1000 * r['single_cpu_s'] / pair_steps:.1f} "
+              f"| {100 * r['max_rel_final_loss_diff']:.2f}% |")
 
 
 if __name__ == "__main__":
