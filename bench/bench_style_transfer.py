@@ -8,6 +8,11 @@ combination of ``--feature-net`` and ``--threads`` given, as JSON lines and then
         --data ../shared/data/cbis-ddsm-masses --feature-net encoder:bench/out/style/gate-classifier \
         --feature-net encoder:bench/out/style/anomaly-cpu --pairs 16 --steps 50 --threads 1 2
 
+``accepted-grid``: content | style | result for the first ``--rows`` accepted images of a campaign.
+
+    PYTHONPATH=src python bench/bench_style_transfer.py accepted-grid --campaign bench/out/style/campaign-c05 \
+        --out bench/style_accepted-c05.png
+
 A VGG-19 timing needs no ImageNet weights (time does not depend on the weights):
 ``--random-vgg19 /tmp/vgg19-random.pt`` writes a randomly initialised state dict there and adds
 ``vgg19:/tmp/vgg19-random.pt`` to the feature nets.
@@ -60,10 +65,30 @@ def throughput(args, feature_net: str) -> dict:
             "cpus": os.cpu_count()}
 
 
+def accepted_grid(campaign: str, out: str, rows: int, size: int) -> None:
+    from pathlib import Path
+
+    from oncosynth.data.decode import load_images
+    from oncosynth.data.records import Record
+    from oncosynth.io import save_grid
+
+    manifest = json.loads((Path(campaign) / "manifest.json").read_text())
+    accepted = [t for t in manifest["trials"] if t["accepted"]][:rows]
+    paths = [p for t in accepted for p in (t["content"], t["style"], str(Path(campaign) / t["file"]))]
+    images = load_images([Record(p, "", p, "", "named-files") for p in paths], size=size, channels=1)
+    save_grid(images, out, nrow=3)
+    for t in accepted:
+        print(f"pair {t['pair']} trial {t['trial']}: {t['content_layer']}, {t['steps']} steps, content weight "
+              f"{t['content_weight']:g}; content p(content class) {t['content_prob']:.2f}, result p(style class) "
+              f"{t['classifier_prob']:.2f}; anomaly {t['anomaly_score']:.4f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("what", choices=["throughput"])
-    parser.add_argument("--data", required=True)
+    parser.add_argument("what", choices=["throughput", "accepted-grid"])
+    parser.add_argument("--data")
+    parser.add_argument("--campaign")
+    parser.add_argument("--rows", type=int, default=8)
     parser.add_argument("--feature-net", action="append", default=[])
     parser.add_argument("--random-vgg19", metavar="FILE")
     parser.add_argument("--pairs", type=int, default=16)
@@ -72,6 +97,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, nargs="+", default=[1])
     parser.add_argument("--out", help="JSON file for the list of results")
     args = parser.parse_args()
+    if args.what == "accepted-grid":
+        if not (args.campaign and args.out):
+            parser.error("accepted-grid needs --campaign and --out")
+        return accepted_grid(args.campaign, args.out, args.rows, args.size)
+    if not args.data:
+        parser.error("throughput needs --data")
     nets = list(args.feature_net)
     if args.random_vgg19:
         import torchvision
