@@ -137,14 +137,15 @@ def test_study_on_ray_gives_the_local_results(cluster, phantom, tmp_path, one_th
                 (tmp_path / "local" / "cells" / cell["cell"] / name).read_text()
 
 
-def _worker_running(key: str) -> int | None:
-    """PID of the Ray worker whose process title says it is running unit ``key``."""
+def _running_workers() -> dict[str, int]:
+    """{unit key: PID} of the Ray workers, read from their process titles (``ray::<key>``)."""
     listing = subprocess.run(["ps", "-eo", "pid=,args="], capture_output=True, text=True).stdout
+    running = {}
     for line in listing.splitlines():
         pid, _, title = line.strip().partition(" ")
-        if title.strip() == f"ray::{key}":
-            return int(pid)
-    return None
+        if title.strip().startswith("ray::"):
+            running[title.strip()[len("ray::"):]] = int(pid)
+    return running
 
 
 def test_killing_a_worker_mid_grid_loses_no_finished_cell(cluster, phantom, tmp_path, one_thread, monkeypatch):
@@ -159,30 +160,36 @@ def test_killing_a_worker_mid_grid_loses_no_finished_cell(cluster, phantom, tmp_
         except BaseException as exc:  # noqa: BLE001 - checked below
             errors.append(exc)
 
+    def finished_cells() -> dict[str, int]:
+        markers = {c: (out / "cells" / c / "metrics.json") for c in cells}
+        return {c: p.stat().st_mtime_ns for c, p in markers.items() if p.is_file()}
+
     thread = threading.Thread(target=drive)
     thread.start()
     killed, finished_then = None, {}
     deadline = time.time() + 240
     while killed is None and thread.is_alive() and time.time() < deadline:
-        finished = {c: (out / "cells" / c / "metrics.json") for c in cells}
-        finished = {c: p.stat().st_mtime_ns for c, p in finished.items() if p.is_file()}
-        if finished:
+        if finished_cells():  # kill only once some cell has finished, so there is something to lose
+            running = _running_workers()
+            finished = finished_cells()  # read after ps, so a cell that just finished is not picked
             for key in cells:
-                pid = _worker_running(key) if key not in finished else None
-                if pid is not None:
+                if key in running and key not in finished:
                     finished_then = finished
-                    os.kill(pid, signal.SIGKILL)
+                    os.kill(running[key], signal.SIGKILL)
                     killed = key
                     break
         time.sleep(0.05)
     thread.join(timeout=300)
     assert killed is not None, "no running cell was found to kill"
-    assert len(errors) == 1 and isinstance(errors[0], WorkFailed), errors
-    assert killed in str(errors[0]) and f"1 of {len(cells)} study cells failed" in str(errors[0])
-    assert not (out / "cells" / killed / "metrics.json").exists()
-    survivors = {c: (out / "cells" / c / "metrics.json").stat().st_mtime_ns
-                 for c in cells if (out / "cells" / c / "metrics.json").is_file()}
-    assert len(survivors) == len(cells) - 1
+    # The kill lands microseconds after the last check; a cell that wrote its metrics in between is
+    # finished and must be kept like any other (its task may or may not be reported as failed).
+    lost = not (out / "cells" / killed / "metrics.json").exists()
+    assert (len(errors) == 1) if lost else (len(errors) <= 1), errors
+    for error in errors:
+        assert isinstance(error, WorkFailed), errors
+        assert killed in str(error) and f"1 of {len(cells)} study cells failed" in str(error)
+    survivors = finished_cells()
+    assert len(survivors) == len(cells) - lost
     assert all(survivors[c] == t for c, t in finished_then.items())
 
     # the re-run (here with the local executor: the folder is the only shared state) trains only the lost cell
@@ -195,7 +202,7 @@ def test_killing_a_worker_mid_grid_loses_no_finished_cell(cluster, phantom, tmp_
 
     monkeypatch.setattr(study_run, "run_cell", counting)
     run_study(config, out, device="cpu", progress=False)
-    assert trained == [killed]
+    assert trained == ([killed] if lost else [])
     assert all((out / "cells" / c / "metrics.json").stat().st_mtime_ns == t for c, t in survivors.items())
     results = json.loads((out / "results.json").read_text())
     assert [c["cell"] for c in results["cells"]] == cells
