@@ -25,6 +25,7 @@ import json
 import os
 import platform
 import time
+from pathlib import Path
 
 import torch
 
@@ -66,17 +67,13 @@ def throughput(args, feature_net: str) -> dict:
 
 
 def accepted_grid(campaign: str, out: str, rows: int, size: int) -> None:
-    from pathlib import Path
-
-    from oncosynth.data.decode import load_images
-    from oncosynth.data.records import Record
+    from oncosynth.data.decode import read_image, to_tensor
     from oncosynth.io import save_grid
 
     manifest = json.loads((Path(campaign) / "manifest.json").read_text())
     accepted = [t for t in manifest["trials"] if t["accepted"]][:rows]
-    paths = [p for t in accepted for p in (t["content"], t["style"], str(Path(campaign) / t["file"]))]
-    images = load_images([Record(p, "", p, "", "named-files") for p in paths], size=size, channels=1)
-    save_grid(images, out, nrow=3)
+    paths = [p for t in accepted for p in (t["content"], t["style"], Path(campaign) / t["file"])]
+    save_grid(torch.stack([to_tensor(read_image(p), size, 1) for p in paths]), out, nrow=3)
     for t in accepted:
         print(f"pair {t['pair']} trial {t['trial']}: {t['content_layer']}, {t['steps']} steps, content weight "
               f"{t['content_weight']:g}; content p(content class) {t['content_prob']:.2f}, result p(style class) "
