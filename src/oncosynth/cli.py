@@ -79,14 +79,14 @@ def demo(
 # ------------------------------------------------- generators (issue 4) ----
 @app.command("train-generator")
 def train_generator(
-    method: str = typer.Option(..., "--method", help="Generator: cdcgan (alias mcgan), stylegan2-ada or singan."),
+    method: str = typer.Option(..., "--method", help="Generator: cdcgan (alias mcgan), stylegan2-ada, singan or ddpm."),
     data: Path = typer.Option(..., "--data", help="Data set folder or file (its train split is used)."),
     out: Path = typer.Option(..., "--out", help="Run folder: checkpoints, sample grids, log, final model."),
     classes: Optional[list[str]] = typer.Option(None, "--classes", help="Classes to train on (repeat); default all."),
     size: Optional[int] = typer.Option(None, "--size", help="Image side (power of two); default: the data's, rounded up."),
     steps: Optional[int] = typer.Option(None, "--steps", help="Total training steps (default 2000; a resumed run continues to this)."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Default: the method's."),
-    preset: Optional[str] = typer.Option(None, "--preset", help="cdcgan: paper | cpu; stylegan2-ada: small | full; singan: paper | mammo | tiny."),
+    preset: Optional[str] = typer.Option(None, "--preset", help="cdcgan: paper | cpu; stylegan2-ada: small | full; singan: paper | mammo | tiny; ddpm: cpu | paper."),
     width: Optional[int] = typer.Option(None, "--width", help="cdcgan only: base channel width (paper 64)."),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda"),
     seed: int = typer.Option(0, "--seed"),
@@ -167,12 +167,21 @@ def generate(
     batch_size: int = typer.Option(64, "--batch-size"),
     start_scale: Optional[int] = typer.Option(None, "--start-scale", help="singan only: random from this scale up, "
                                               "the training image's reconstruction below (default 0)."),
+    guidance: Optional[float] = typer.Option(None, "--guidance", help="ddpm only: classifier-free guidance scale "
+                                             "(>= 0; 1 = plain conditional; default: the model's)."),
+    ddim_steps: Optional[int] = typer.Option(None, "--ddim-steps", help="ddpm only: DDIM sampling steps "
+                                             "(1 .. the model's training diffusion steps; default: the model's)."),
+    reject_memorised: Optional[Path] = typer.Option(
+        None, "--reject-memorised", help="Training data (folder/file; its train split if it has one): images "
+        "the memorisation check flags as copies are dropped, replaced and listed in manifest.json."),
 ) -> None:
     """Sample images of the given classes from a trained generator."""
     from oncosynth.generators import generate_images
 
-    options = {} if start_scale is None else {"start_scale": start_scale}
-    rows = generate_images(run, out, n, class_names, seed=seed, device=device, batch_size=batch_size, **options)
+    options = {key: value for key, value in (("start_scale", start_scale), ("guidance", guidance),
+                                             ("steps", ddim_steps)) if value is not None}
+    rows = generate_images(run, out, n, class_names, seed=seed, device=device, batch_size=batch_size,
+                           reject_memorised=reject_memorised, **options)
     typer.echo(f"wrote {len(rows)} images and manifest.csv to {out}")
 
 

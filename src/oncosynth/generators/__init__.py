@@ -1,7 +1,8 @@
 """Generators: one protocol, one registry (``create_generator`` / ``load_generator``).
 
 Registered: ``cdcgan`` (alias ``mcgan``, the malignancy-conditioned DCGAN),
-``stylegan2-ada`` (alias ``stylegan2``) and ``singan`` (a group of single-image SinGANs). Training machinery (checkpoints,
+``stylegan2-ada`` (alias ``stylegan2``), ``singan`` (a group of single-image SinGANs) and ``ddpm``
+(alias ``diffusion``, a class-conditional diffusion model on MONAI). Training machinery (checkpoints,
 resume, divergence stop, progress, sample grids) lives in ``training``.
 """
 
@@ -38,9 +39,10 @@ def demo_train(data: Any, run_folder: str | Path, seed: int = 0, steps: int = 20
 
 
 def generate_images(run_folder: str | Path, out: str | Path, n: int, class_names: list[str], seed: int = 0,
-                    device: str = "cpu", batch_size: int = 64, **sample_options: Any) -> list[dict[str, Any]]:
+                    device: str = "cpu", batch_size: int = 64, reject_memorised: Any = None,
+                    **sample_options: Any) -> list[dict[str, Any]]:
     """Sample ``n`` images per class from a trained run into ``out`` (see ``generators.export``)."""
     from oncosynth.generators.export import write_samples
 
     return write_samples(run_folder, out, n, class_names, seed=seed, device=device, batch_size=batch_size,
-                         **sample_options)
+                         reject_memorised=reject_memorised, **sample_options)

@@ -154,11 +154,13 @@ class Generator(abc.ABC):
 
     # ------------------------------------------------------------ sampling
     @torch.no_grad()
-    def sample(self, n: int, class_name: str, seed: int = 0, batch_size: int = 64) -> torch.Tensor:
+    def sample(self, n: int, class_name: str, seed: int = 0, batch_size: int = 64,
+               **generate_options: Any) -> torch.Tensor:
         """``n`` images of ``class_name`` as a CPU float tensor N×C×H×W in [0, 1].
 
         Image ``i`` is drawn from latent seed ``seed + i``, so any single image
-        can be made again with ``sample(1, class_name, seed + i)``.
+        can be made again with ``sample(1, class_name, seed + i)``. A subclass
+        whose ``generate`` takes options (DDPM's guidance, steps) passes them on.
         """
         if not self.built:
             raise ConfigError(f"{self.name}: the generator is not trained or loaded yet")
@@ -176,7 +178,7 @@ class Generator(abc.ABC):
                 z = torch.stack([torch.randn(self.z_dim, generator=torch.Generator().manual_seed(seed + start + i))
                                  for i in range(count)]).to(self.device)
                 labels = torch.full((count,), label, dtype=torch.long, device=self.device)
-                images = self.generate(z, labels)
+                images = self.generate(z, labels, **generate_options)
                 out.append(((images.float() + 1) / 2).clamp(0, 1).cpu())
         finally:
             for k, net in nets.items():
@@ -305,4 +307,4 @@ def load_generator(run_folder: str | Path, device: str | torch.device = "cpu") -
 
 def _import_builtin() -> None:
     # Importing the modules registers their classes; lazily, so `import oncosynth.generators` stays light.
-    from oncosynth.generators import cdcgan, singan, style_transfer, stylegan2  # noqa: F401
+    from oncosynth.generators import cdcgan, ddpm, singan, style_transfer, stylegan2  # noqa: F401

@@ -206,3 +206,30 @@ def summarise(result: dict, train_sources: Sequence[str], train_patients: Sequen
         "spaces": spaces,
         "flagged": listed,
     }
+
+
+class PixelCopyCheck:
+    """The pixel-space half of :func:`memorisation`, calibrated once on a training set.
+
+    ``check(images)`` flags exactly what ``memorisation(images, train, patients)["flagged"]``
+    flags (no feature space), without recomputing the real-to-real calibration per call;
+    ``generate --reject-memorised`` screens every batch with it.
+    """
+
+    def __init__(self, train_pixels: torch.Tensor, train_patients: Sequence[str | None],
+                 threshold: float = DEFAULT_THRESHOLD):
+        if train_pixels.shape[0] < 2:
+            raise DataError("train", f"memorisation needs at least 2 training images, got {train_pixels.shape[0]}")
+        if len(train_patients) != train_pixels.shape[0]:
+            raise ValueError("one patient id per training image is required")
+        gray = _gray64(train_pixels)
+        self.references = [pixel_embedding(gray, shift) for shift in _shifts()]
+        self.typical, real_d = typical_nn_distance(pixel_embedding(gray), self.references, train_patients)
+        self.threshold = threshold
+        self.cutoff = min(threshold, float((real_d / max(self.typical, 1e-12)).min()))
+
+    def check(self, images: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(flagged, ratio to the typical real distance, index of the nearest training image) per image."""
+        d, i = _nearest(pixel_embedding(images), self.references)
+        ratio = d / max(self.typical, 1e-12)
+        return ratio < self.cutoff, ratio, i

@@ -1,0 +1,265 @@
+"""DDPM generator: training, bitwise resume, sampling, bad input, and the memorisation guard.
+
+A tiny U-Net (widths 8/16, 50 diffusion steps, 5 DDIM steps) at 16-32 px, a few steps, on CPU.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from oncosynth.errors import CheckpointError, ConfigError
+from oncosynth.generators import create_generator, generator_class, latest_checkpoint, load_generator
+from oncosynth.generators.export import write_samples
+
+pytest.importorskip("monai", reason="the ddpm generator needs MONAI")
+
+TINY = {"widths": [8, 16], "attention": [False, True], "norm_groups": 8, "head_channels": 8,
+        "timesteps": 50, "sample_steps": 5, "size": 16}
+FIT = {"batch_size": 4, "progress": False, "log_every": 1}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread_and_cache_in_tmp(tmp_path, monkeypatch):
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    monkeypatch.setenv("ONCOSYNTH_CACHE", str(tmp_path / "cache"))
+    yield
+    torch.set_num_threads(threads)
+
+
+def tiny_data(n: int = 12, size: int = 16, channels: int = 1):
+    g = torch.Generator().manual_seed(0)
+    images = (torch.rand(n, channels, size, size, generator=g) * 255).to(torch.uint8)
+    return images, torch.arange(n) % 2, ["benign", "malignant"]
+
+
+def tiny(**extra):
+    return create_generator("ddpm", **{**TINY, **extra})
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A tiny model trained 4 steps (v-prediction, cosine schedule), saved to a run folder."""
+    run = tmp_path_factory.mktemp("ddpm") / "run"
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    tiny().fit(tiny_data(), run, steps=4, seed=1, checkpoint_every=2, sample_every=4, **FIT)
+    torch.set_num_threads(threads)
+    return run
+
+
+def all_tensors(gen) -> dict[str, torch.Tensor]:
+    out = dict(gen.state_tensors())
+    for i, (key, value) in enumerate(gen.opt.state_dict()["state"].items()):
+        for name, tensor in value.items():
+            out[f"opt.{key}.{name}"] = torch.as_tensor(tensor)
+    return out
+
+
+# ------------------------------------------------------------------ training
+def test_registered_trains_and_writes_the_run(trained):
+    assert generator_class("diffusion").name == "ddpm"
+    for path in ("weights.safetensors", "config.json", "manifest.json", "log.jsonl", "samples/step-0000004.png"):
+        assert (trained / path).is_file(), path
+    gen = load_generator(trained)
+    assert gen.step == 4 and gen.classes == ["benign", "malignant"] and gen.size == 16
+    assert set(gen.networks()) == {"unet", "ema"}
+    log = [json.loads(line) for line in (trained / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [1, 2, 3, 4] and all(np.isfinite(r["loss"]) for r in log)
+    # EMA lags the trained weights (decay warm-up: 1/10 then 2/11, ... of the old value kept)
+    unet, ema = gen.unet.state_dict(), gen.ema.state_dict()
+    assert any(not torch.equal(unet[k], ema[k]) for k in unet if unet[k].is_floating_point())
+
+
+def test_killed_and_resumed_run_equals_uninterrupted(tmp_path):
+    data = tiny_data()
+    straight = tiny(prediction="epsilon", schedule="linear")
+    straight.fit(data, tmp_path / "straight", steps=4, seed=3, checkpoint_every=2, **FIT)
+
+    killed = tiny(prediction="epsilon", schedule="linear")
+    real_step = killed.train_step
+
+    def crash_at_4(reals, labels):
+        if killed.step == 3:  # steps 1-2 checkpointed, step 3 done, killed during step 4
+            raise KeyboardInterrupt
+        return real_step(reals, labels)
+
+    killed.train_step = crash_at_4
+    with pytest.raises(KeyboardInterrupt):
+        killed.fit(data, tmp_path / "resumed", steps=4, seed=3, checkpoint_every=2, **FIT)
+    assert latest_checkpoint(tmp_path / "resumed").name == "step-0000002"
+    resumed = load_generator(tmp_path / "resumed")
+    resumed.fit(data, tmp_path / "resumed", steps=4, seed=3, checkpoint_every=2, **FIT)
+    a, b = all_tensors(straight), all_tensors(resumed)
+    assert a.keys() == b.keys() and len(a) > 10
+    assert [k for k in a if not torch.equal(a[k], b[k])] == []
+
+
+def test_divergence_stops_and_keeps_the_last_good_checkpoint(tmp_path):
+    from oncosynth.generators.training import TrainingDiverged
+
+    gen = tiny()
+    real_step = gen.train_step
+
+    def poisoned_at_3(reals, labels):
+        if gen.step == 2:  # a weight goes NaN: the real step's loss is then NaN
+            with torch.no_grad():
+                next(gen.unet.parameters()).view(-1)[0] = float("nan")
+        return real_step(reals, labels)
+
+    gen.train_step = poisoned_at_3
+    run = tmp_path / "run"
+    with pytest.raises(TrainingDiverged, match=r"diverged at step 3.*step-0000002.*kept"):
+        gen.fit(tiny_data(), run, steps=6, checkpoint_every=2, **FIT)
+    assert latest_checkpoint(run).name == "step-0000002" and not (run / "config.json").exists()
+
+
+# ------------------------------------------------------------------ sampling
+def test_sampling_is_seeded_per_image_and_takes_guidance_and_steps(trained):
+    gen = load_generator(trained)
+    four = gen.sample(4, "malignant", seed=10, batch_size=3)
+    assert four.shape == (4, 1, 16, 16) and 0 <= float(four.min()) and float(four.max()) <= 1
+    assert torch.equal(four[2:3], gen.sample(1, "malignant", seed=12))      # image i <- seed + i
+    assert not torch.equal(four[0], gen.sample(1, "benign", seed=10)[0])    # the class matters
+    plain = gen.sample(2, "benign", seed=0, guidance=1.0, steps=2)
+    assert not torch.equal(plain, gen.sample(2, "benign", seed=0, guidance=3.0, steps=2))
+    assert not torch.equal(plain, gen.sample(2, "benign", seed=0, guidance=1.0, steps=3))
+    assert gen.sample(1, "benign", guidance=0.0, steps=50).shape == (1, 1, 16, 16)  # DDIM steps = T is allowed
+
+
+def test_rgb_patch_and_larger_sizes_build(tmp_path):
+    gen = tiny(size=32, patch=2)
+    gen.fit(tiny_data(size=32, channels=3), tmp_path / "run", steps=1, **FIT)
+    assert (gen.channels, gen.size) == (3, 32)
+    assert gen.sample(1, "benign", steps=2).shape == (1, 3, 32, 32)
+    cpu = create_generator("ddpm", preset="cpu")
+    cpu.check_size(64), cpu.check_size(128)
+    create_generator("ddpm", preset="paper").check_size(128)
+
+
+def test_ddim_grid_matches_monai_step():
+    # each DDIM step must land on the next timestep it evaluates (step() moves back by T//S)
+    gen = tiny(timesteps=1000)
+    for steps in (1, 7, 50, 600, 1000):
+        grid = gen._ddim(steps).timesteps
+        assert len(grid) == steps and int(grid[-1]) == 0
+        assert (grid[:-1] - grid[1:] == 1000 // steps).all()
+
+
+# ------------------------------------------------------------------ bad input
+def test_bad_sampling_settings_and_classes(trained):
+    gen = load_generator(trained)
+    with pytest.raises(ConfigError, match="class 'normal' is unknown"):
+        gen.sample(1, "normal")
+    with pytest.raises(ConfigError, match="guidance scale must be >= 0"):
+        gen.sample(1, "benign", guidance=-0.5)
+    with pytest.raises(ConfigError, match="DDIM steps must be between 1 and the model's 50"):
+        gen.sample(1, "benign", steps=51)
+    with pytest.raises(ConfigError, match="label_dropout 0"):
+        tiny(label_dropout=0.0, guidance=2.0)
+    for bad, message in [({"schedule": "quadratic"}, "unknown schedule"), ({"prediction": "x"}, "unknown prediction"),
+                         ({"attention": [True]}, "one flag per U-Net level"), ({"patch": 3}, "patch must be"),
+                         ({"widths": [12, 16]}, "not divisible by norm_groups")]:
+        with pytest.raises(ConfigError, match=message):
+            tiny(**bad)
+
+
+def test_size_the_unet_cannot_halve_fails_before_anything_is_written(tmp_path):
+    gen = tiny(size=18, widths=[8, 16, 16], attention=[False, False, False])  # two halvings: 18 -> 9 -> 4.5
+    with pytest.raises(ConfigError, match="cannot be downsampled evenly"):
+        gen.fit(tiny_data(size=18), tmp_path / "run", steps=1, **FIT)
+    assert not (tmp_path / "run").exists()
+
+
+def test_checkpoint_of_another_method_is_refused(trained, tmp_path):
+    with pytest.raises(CheckpointError, match="generator/ddpm"):
+        generator_class("cdcgan").load(trained)
+
+
+def test_cli_generate_errors_are_one_line_and_write_nothing(trained, tmp_path, monkeypatch, capsys):
+    from oncosynth.cli import app, main
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("x")
+    runner = CliRunner()
+    for extra, message in [(["--class", "normal"], "unknown"), (["--class", "benign", "--guidance", "-1"], "guidance"),
+                           (["--class", "benign", "--ddim-steps", "60"], "DDIM steps")]:
+        result = runner.invoke(app, ["generate", str(trained), "--n", "2", "--out", str(out), *extra])
+        assert isinstance(result.exception, ConfigError), result.output
+        assert message in str(result.exception) and "\n" not in str(result.exception)
+    assert sorted(p.name for p in out.iterdir()) == ["keep.txt"]
+    # through main(): one line on stderr, exit status 2
+    monkeypatch.setattr("sys.argv", ["oncosynth", "generate", str(trained), "--n", "1", "--out", str(out),
+                                     "--class", "benign", "--guidance", "-1"])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and "guidance" in err and len(err.splitlines()) == 1
+    assert sorted(p.name for p in out.iterdir()) == ["keep.txt"]
+    result = runner.invoke(app, ["generate", str(trained), "--n", "2", "--out", str(out), "--class", "malignant",
+                                 "--guidance", "1.5", "--ddim-steps", "3", "--seed", "7"])
+    assert result.exit_code == 0, result.output
+    assert (out / "ddpm-0000008_malignant.png").is_file()
+
+
+# ------------------------------------------------------------------ memorisation guard
+@pytest.fixture(scope="module")
+def phantom_train(tmp_path_factory):
+    from oncosynth.data.phantom import PhantomConfig, write_phantom
+
+    return write_phantom(tmp_path_factory.mktemp("phantom") / "data", PhantomConfig(n=48, size=32, seed=0))
+
+
+def test_pixel_copy_check_flags_what_memorisation_flags(phantom_train):
+    from oncosynth.data import load_dataset, load_images
+    from oncosynth.metrics.memorisation import PixelCopyCheck, memorisation
+
+    train = load_dataset(phantom_train).split("train")
+    pixels, patients = load_images(train), [r.patient for r in train.records]
+    queries = torch.cat([pixels[:3], torch.rand(5, 1, 32, 32), pixels[3:4].flip(-1)])
+    flagged, ratio, nearest = PixelCopyCheck(pixels, patients).check(queries)
+    reference = memorisation(queries, pixels, patients)
+    assert np.array_equal(flagged, reference["flagged"]) and np.allclose(ratio, reference["ratios"][:, 0])
+    assert flagged[:3].all() and list(nearest[:3]) == [0, 1, 2] and not flagged[3:8].any()
+
+
+def test_reject_memorised_replaces_a_planted_copy_and_records_it(trained, phantom_train, tmp_path, monkeypatch):
+    from oncosynth.data import load_dataset, load_images
+    from oncosynth.generators.ddpm import DDPM
+
+    train = load_dataset(phantom_train).split("train")
+    planted = load_images(train.subset(train.records[5:6]), size=16)
+    real_sample = DDPM.sample
+
+    def sample_with_a_copy(self, n, class_name, seed=0, batch_size=64, guidance=None, steps=None):
+        images = real_sample(self, n, class_name, seed=seed, batch_size=batch_size, guidance=guidance, steps=steps)
+        if seed <= 2 < seed + n and class_name == "malignant":  # the image of seed 2 is a training image
+            images[2 - seed] = planted[0]
+        return images
+
+    monkeypatch.setattr(DDPM, "sample", sample_with_a_copy)
+    out = tmp_path / "out"
+    rows = write_samples(trained, out, 4, ["malignant", "benign"], seed=0, batch_size=3,
+                         reject_memorised=phantom_train, steps=2)
+    files = sorted(r["file"] for r in rows)
+    assert len(rows) == 8 and "ddpm-0000002_malignant.png" not in files
+    assert "ddpm-0000004_malignant.png" in files and "ddpm-0000002_benign.png" in files  # first spare seed: seed + n
+    assert sorted(p.name for p in out.glob("*.png")) == files
+    guard = json.loads((out / "manifest.json").read_text())["memorisation_guard"]
+    assert len(guard) == 1 and guard[0]["n_rejected"] == 1
+    rejected = guard[0]["rejected"][0]
+    assert (rejected["class"], rejected["seed"]) == ("malignant", 2)
+    assert rejected["nearest_train"] == train.records[5].uid and rejected["pixel_ratio"] < guard[0]["cutoff"]
+
+    # a second run into the same folder keeps the first run's record
+    write_samples(trained, out, 1, ["benign"], seed=100, reject_memorised=phantom_train, steps=2)
+    assert len(json.loads((out / "manifest.json").read_text())["memorisation_guard"]) == 2
+    shutil.rmtree(out)
