@@ -263,3 +263,22 @@ def test_reject_memorised_replaces_a_planted_copy_and_records_it(trained, phanto
     write_samples(trained, out, 1, ["benign"], seed=100, reject_memorised=phantom_train, steps=2)
     assert len(json.loads((out / "manifest.json").read_text())["memorisation_guard"]) == 2
     shutil.rmtree(out)
+
+
+def test_cli_trains_ddpm_with_set_options(phantom_train, tmp_path):
+    from oncosynth.cli import app
+
+    runner = CliRunner()
+    sets = [item for key, value in TINY.items() if key != "size"
+            for item in ("--set", f"{key}={json.dumps(value)}")] + ["--set", "schedule=linear"]
+    run = tmp_path / "run"
+    result = runner.invoke(app, ["train-generator", "--method", "diffusion", "--data", str(phantom_train),
+                                 "--out", str(run), "--steps", "2", "--batch-size", "4", "--device", "cpu",
+                                 "--sample-every", "0", *sets])
+    assert result.exit_code == 0, result.output
+    gen = load_generator(run)
+    assert (gen.name, gen.step, gen.size, gen.config["schedule"], gen.config["widths"]) == ("ddpm", 2, 32, "linear", [8, 16])
+    bad = runner.invoke(app, ["train-generator", "--method", "ddpm", "--data", str(phantom_train),
+                              "--out", str(tmp_path / "r2"), "--steps", "1", "--set", "depth=3"])
+    assert isinstance(bad.exception, ConfigError) and "unknown option(s) ['depth']" in str(bad.exception)
+    assert not (tmp_path / "r2").exists()

@@ -88,6 +88,9 @@ def train_generator(
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Default: the method's."),
     preset: Optional[str] = typer.Option(None, "--preset", help="cdcgan: paper | cpu; stylegan2-ada: small | full; singan: paper | mammo | tiny; ddpm: cpu | paper."),
     width: Optional[int] = typer.Option(None, "--width", help="cdcgan only: base channel width (paper 64)."),
+    settings: Optional[list[str]] = typer.Option(None, "--set", help="Any generator option as KEY=VALUE (repeat; "
+                                                 "VALUE read as JSON, else text), e.g. ddpm: --set schedule=linear "
+                                                 "--set prediction=epsilon --set 'widths=[32,64,128]'."),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda"),
     seed: int = typer.Option(0, "--seed"),
     resume: bool = typer.Option(True, "--resume/--no-resume", help="Continue from the run's last checkpoint."),
@@ -121,7 +124,7 @@ def train_generator(
                    "--sifid-net": sifid_net, "--executor": None if executor == "local" else executor,
                    "--ray-address": None if ray_address == "auto" else ray_address, "--retries": retries or None}
     gan_only = {"--classes": classes or None, "--size": size, "--steps": steps, "--batch-size": batch_size,
-                "--width": width, "--checkpoint-every": checkpoint_every, "--sample-every": sample_every,
+                "--width": width, "--set": settings or None, "--checkpoint-every": checkpoint_every, "--sample-every": sample_every,
                 "--tensorboard": tensorboard or None, "--distributed": distributed or None}
     is_singan = generator_class(method).name == "singan"
     misplaced = [k for k, v in (gan_only if is_singan else singan_only).items() if v is not None]
@@ -144,7 +147,7 @@ def train_generator(
         typer.echo(f"singan: {len(gen.members)} SinGAN(s) of class '{gen.classes[0]}' in {out} "
                    f"(per-SinGAN time and SIFID in {out / 'members.csv'})")
         return
-    options = {"size": size}
+    options = {"size": size, **_settings(settings or [])}
     if width is not None:
         options["width"] = width
     gen = create_generator(method, preset=preset, **options)
@@ -154,6 +157,22 @@ def train_generator(
             classes=classes or None, distributed=distributed)
     if not distributed or os.environ.get("RANK", "0") == "0":
         typer.echo(f"{gen.name}: trained {gen.step} steps; model in {out}")
+
+
+def _settings(pairs: list[str]) -> dict:
+    """``--set KEY=VALUE`` pairs -> options (VALUE parsed as JSON when it is JSON, else kept as text)."""
+    from oncosynth.errors import ConfigError
+
+    options = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set expects KEY=VALUE, not '{pair}'")
+        try:
+            options[key.strip()] = json.loads(text)
+        except json.JSONDecodeError:
+            options[key.strip()] = text
+    return options
 
 
 @app.command("generate")
