@@ -115,8 +115,7 @@ def main() -> None:
         "train_img_per_cpu_s": round(train_steps * batch / max(train_cpu, 1e-9), 2),
         "train_img_per_s": round(train_steps * batch / max(train_seconds, 1e-9), 2),
         "sample_img_per_s": round(sample_ips, 1),
-        "params_G": sum(p.numel() for p in gen.G.parameters()),
-        "params_D": sum(p.numel() for p in gen.D.parameters()),
+        **{f"params_{name}": sum(p.numel() for p in net.parameters()) for name, net in gen.networks().items()},
     }
     if args.evaluate:
         result["evaluation"] = evaluate_samples(run, dataset, gen.classes, args.evaluate, args.peer)
