@@ -28,9 +28,10 @@ import torch
 
 from oncosynth.data.decode import convert_images
 from oncosynth.errors import ConfigError, DataError
-from oncosynth.metrics import diversity, fidelity
-from oncosynth.metrics import frd as frd_lib
-from oncosynth.metrics import memorisation as mem_lib
+import oncosynth.metrics.diversity as diversity
+import oncosynth.metrics.fidelity as fidelity
+import oncosynth.metrics.frd as frd_lib
+import oncosynth.metrics.memorisation as mem_lib
 
 DEFAULT_FEATURE_NET = "inception:download"
 
