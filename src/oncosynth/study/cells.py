@@ -21,8 +21,8 @@ import torch
 
 from oncosynth.classifiers import DPConfig, create_classifier, predict_proba, save_classifier, train_classifier
 from oncosynth.classifiers.scores import youden_threshold
-from oncosynth.distributed import SINGLE, DistContext
-from oncosynth.executor import Resources
+from oncosynth.parallel.distributed import SINGLE, DistContext
+from oncosynth.parallel.executor import Resources
 from oncosynth.io import atomic_write, write_json
 from oncosynth.runtime import hash_strings, make_manifest, resolve_device
 import oncosynth.study.stats as stats

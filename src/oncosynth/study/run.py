@@ -1,7 +1,7 @@
 """Running a study: check every input, train each cell, aggregate, write the report.
 
 Each unfinished cell is one unit of work (:func:`~oncosynth.study.cells.cell_unit`) handed to
-an executor (``oncosynth.executor``): in this process by default, or a local process pool, or
+an executor (``oncosynth.parallel.executor``): in this process by default, or a local process pool, or
 Ray tasks on a cluster. The output folder is the only thing cells share, so a study can be
 resumed under another executor.
 """
@@ -17,9 +17,9 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from oncosynth.distributed import SINGLE, init_distributed, shutdown
+from oncosynth.parallel.distributed import SINGLE, init_distributed, shutdown
 from oncosynth.errors import ConfigError, WorkFailed
-from oncosynth.executor import Executor, LocalExecutor, Outcome, Unit, create_executor
+from oncosynth.parallel.executor import Executor, LocalExecutor, Outcome, Unit, create_executor
 from oncosynth.io import write_json
 from oncosynth.runtime import make_manifest, resolve_device
 from oncosynth.study.aggregate import aggregate, write_csv
@@ -37,7 +37,7 @@ def run_study(config: StudyConfig | str | Path, out: str | Path = "study-out", d
 
     ``executor`` decides where cells run: ``None``/``"local"`` (in this process unless
     ``executor_options={"workers": N}``), ``"ray"`` (``executor_options`` ``address``,
-    ``num_cpus``, ``retries``) or an :class:`~oncosynth.executor.Executor` instance. Finished
+    ``num_cpus``, ``retries``) or an :class:`~oncosynth.parallel.executor.Executor` instance. Finished
     cells are kept whatever happens to others; failed cells are listed in a
     :class:`~oncosynth.errors.WorkFailed` raised after every other cell finished.
 
