@@ -207,7 +207,7 @@ def evaluate_command(
                                            ("--threshold", threshold != 0.3)) if given]
         if unused:
             raise ConfigError(f"option(s) {', '.join(unused)} do not apply to --sifid")
-        from oncosynth.runtime import resolve_device
+        from oncosynth.runtime.devices import resolve_device
 
         result = evaluate_sifid(real, synthetic, feature_net=feature_net, out=out, size=size,
                                 device=str(resolve_device(device)))

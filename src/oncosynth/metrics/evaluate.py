@@ -158,7 +158,9 @@ def evaluate(real: Any, synthetic: Any, train: Any = None, feature_net: Any = DE
     Returns the metrics dict (also written to ``out/metrics.json`` when ``out`` is given).
     """
     from oncosynth.features import create_feature_net, extract_features
-    from oncosynth.runtime import hash_strings, make_manifest, resolve_device, seed_everything
+    from oncosynth.runtime.devices import resolve_device
+    from oncosynth.runtime.manifest import hash_strings, make_manifest
+    from oncosynth.runtime.seeding import seed_everything
 
     seed_everything(seed)
     timer, notes = _Timer(), []

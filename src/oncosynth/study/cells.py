@@ -24,7 +24,8 @@ from oncosynth.classifiers.scores import youden_threshold
 from oncosynth.parallel.distributed import SINGLE, DistContext
 from oncosynth.parallel.executor import Resources
 from oncosynth.io import atomic_write, write_json
-from oncosynth.runtime import hash_strings, make_manifest, resolve_device
+from oncosynth.runtime.devices import resolve_device
+from oncosynth.runtime.manifest import hash_strings, make_manifest
 import oncosynth.study.stats as stats
 from oncosynth.study.config import ArmConfig, StudyConfig
 from oncosynth.study.inputs import Prepared, prepared_for

@@ -18,7 +18,7 @@ import torch
 
 from oncosynth.data import Dataset, cached_tensors, load_dataset, sample_fraction
 from oncosynth.errors import ConfigError, DataError
-from oncosynth.runtime import hash_strings
+from oncosynth.runtime.manifest import hash_strings
 from oncosynth.study.config import ArmConfig, StudyConfig
 
 MAIN_TEST = "test"

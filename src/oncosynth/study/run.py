@@ -21,7 +21,8 @@ from oncosynth.parallel.distributed import SINGLE, init_distributed, shutdown
 from oncosynth.errors import ConfigError, WorkFailed
 from oncosynth.parallel.executor import Executor, LocalExecutor, Outcome, Unit, create_executor
 from oncosynth.io import write_json
-from oncosynth.runtime import make_manifest, resolve_device
+from oncosynth.runtime.devices import resolve_device
+from oncosynth.runtime.manifest import make_manifest
 from oncosynth.study.aggregate import aggregate, write_csv
 from oncosynth.study.cells import Cell, cell_fingerprint, cell_resources, cell_unit, plan_cells
 from oncosynth.study.config import StudyConfig, load_config
