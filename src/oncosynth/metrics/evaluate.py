@@ -310,6 +310,6 @@ def write_outputs(out: Path, metrics: dict, sets: list[ImageSet], memo_raw: dict
                 row += [f"{r.ratio[j]:.4f}", f"{r.distance[j]:.4f}", train.sources[t], train.patients[t]]
             writer.writerow(row)
         write_text(out / "memorisation.csv", buffer.getvalue())
-    from oncosynth.metrics.report import render_evaluation
+    from oncosynth.metrics.page import render_evaluation
 
     write_text(out / "evaluation.html", render_evaluation(metrics, sets, memo_raw))
