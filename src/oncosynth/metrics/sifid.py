@@ -114,7 +114,7 @@ def _load_set(item: Any, size: int | None, channels: int | None, what: str) -> t
 
 
 def evaluate_sifid(real: Any, synthetic: Any, feature_net: str = "random-cnn:0", out: str | Path | None = None,
-                   size: int | None = None, device: str = "cpu", max_images: int = 2000) -> dict[str, Any]:
+                   size: int | None = None, device: str | torch.device = "cpu", max_images: int = 2000) -> dict[str, Any]:
     """SIFID of every synthetic image against every real image (file, folder or data set).
 
     Writes ``sifid.json`` (per real image: mean SIFID of the synthetic images; per synthetic image:
