@@ -62,6 +62,8 @@ def _distance(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray]
 def sifid_matrix(reals: torch.Tensor, fakes: torch.Tensor, feature_net: Any = "random-cnn:0",
                  device: str = "cpu") -> tuple[np.ndarray, str]:
     """SIFID of every (real, fake) pair: an R×F array, and the feature network's name."""
+    import oncosynth.classifiers  # noqa: F401  (importing these registers their encoder: loaders)
+    import oncosynth.quality.anomaly  # noqa: F401
     from oncosynth.features import create_feature_net
 
     net = create_feature_net(feature_net, device=device)
