@@ -36,7 +36,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from oncosynth.errors import ConfigError
-from oncosynth.generators.base import Generator, register_generator
+from oncosynth.generators.gan import SteppedGAN
+from oncosynth.generators.registry import register_generator
 
 SCHEDULES = {"linear": "linear_beta", "scaled-linear": "scaled_linear_beta", "cosine": "cosine"}
 PREDICTIONS = {"epsilon": "epsilon", "v": "v_prediction", "sample": "sample"}
@@ -75,7 +76,7 @@ class Denoiser(nn.Module):
 
 
 @register_generator("diffusion")
-class DDPM(Generator):
+class DDPM(SteppedGAN):
     """Class-conditional DDPM with classifier-free guidance, EMA and DDIM sampling."""
 
     name = "ddpm"
@@ -281,7 +282,7 @@ class DDPM(Generator):
     @torch.no_grad()
     def sample(self, n: int, class_name: str, seed: int = 0, batch_size: int = 64, guidance: float | None = None,
                steps: int | None = None) -> torch.Tensor:
-        """As :meth:`Generator.sample`, plus the guidance scale and the number of DDIM steps.
+        """As :meth:`SteppedGAN.sample`, plus the guidance scale and the number of DDIM steps.
 
         ``sample(0, ...)`` only checks the settings (bad ones raise ConfigError before any work).
         """

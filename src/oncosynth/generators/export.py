@@ -9,7 +9,7 @@ from typing import Any
 
 from oncosynth.errors import ConfigError
 from oncosynth.io import save_image, write_json, write_text
-from oncosynth.runtime import make_manifest, package_versions
+from oncosynth.runtime.manifest import make_manifest, package_versions
 
 MANIFEST_CSV = "manifest.csv"
 MANIFEST_JSON = "manifest.json"
@@ -34,8 +34,8 @@ def write_samples(run_folder: str | Path, out: str | Path, n: int, class_names: 
     image with the memorisation check and replaces flagged ones by draws from seeds ``seed + n`` on
     (see ``generators.guard``); the manifest lists what was dropped.
     """
-    from oncosynth.generators.base import load_generator
-    from oncosynth.runtime import resolve_device
+    from oncosynth.generators.registry import load_generator
+    from oncosynth.runtime.devices import resolve_device
 
     if n < 1:
         raise ConfigError(f"--n must be >= 1, not {n}")
