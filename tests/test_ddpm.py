@@ -282,3 +282,22 @@ def test_cli_trains_ddpm_with_set_options(phantom_train, tmp_path):
                               "--out", str(tmp_path / "r2"), "--steps", "1", "--set", "depth=3"])
     assert isinstance(bad.exception, ConfigError) and "unknown option(s) ['depth']" in str(bad.exception)
     assert not (tmp_path / "r2").exists()
+
+
+def test_a_trained_run_is_a_study_synthetic_source(phantom_train, tmp_path):
+    from oncosynth.data import load_dataset
+    from oncosynth.study import parse_config
+    from oncosynth.study import inputs as study_inputs
+    from oncosynth.study import synthetic as study_synthetic
+
+    run = tmp_path / "run"
+    tiny(size=None).fit(load_dataset(phantom_train), run, steps=2, **FIT)
+    config = parse_config({"data": {"path": str(phantom_train), "size": 32},
+                           "arms": [{"name": "ddpm", "kind": "real+synthetic",
+                                     "synthetic": {"generator": str(run), "count": 6}}],
+                           "seeds": [0]})
+    prepared = study_inputs.prepare(config, progress=False)
+    real_labels = prepared.train_labels[torch.from_numpy(prepared.fraction_index[(1.0, 0)])]
+    images, labels = study_synthetic.synthetic_for_cell(prepared, config.arms[0], real_labels, 0, 32, 1)
+    assert images.shape == (6, 1, 32, 32) and images.dtype == torch.uint8
+    assert sorted(set(labels.tolist())) == [0, 1] and float(images.float().std()) > 0
