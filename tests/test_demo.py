@@ -13,6 +13,7 @@ def test_demo_runs_every_step_and_resumes(tmp_path, monkeypatch):
     monkeypatch.setattr(demo, "DEMO_GAN_STEPS", 20)
     monkeypatch.setattr(demo, "DEMO_SYNTHETIC_PER_CLASS", 8)
     monkeypatch.setattr(demo_generators, "DEMO_SINGAN", {**demo_generators.DEMO_SINGAN, "iters": 4, "filters": 8})
+    monkeypatch.setattr(demo_generators, "DEMO_DDPM_STEPS", 4)
     out = demo.run_demo(tmp_path / "demo", seed=0)
 
     summary = json.loads((out / "phantom-summary.json").read_text())
@@ -27,6 +28,9 @@ def test_demo_runs_every_step_and_resumes(tmp_path, monkeypatch):
     assert (out / "evaluation" / "evaluation.html").is_file()
     assert len(list((out / "singan" / "samples").glob("singan-*_malignant.png"))) == 16
     assert (out / "singan" / "samples-grid.png").is_file() and (out / "singan" / "run" / "config.json").is_file()
+    ddpm = json.loads((out / "ddpm" / "samples" / "manifest.json").read_text())
+    assert len(ddpm["images"]) == 32 and ddpm["memorisation_guard"][0]["space"] == "pixels"
+    assert (out / "ddpm" / "run" / "samples" / "step-0000004.png").is_file()
     style = json.loads((out / "style-transfer" / "accepted" / "manifest.json").read_text())
     assert style["summary"]["trials"] >= style["summary"]["pairs"] > 0 and style["config"]["gates"] == ["anomaly", "classifier"]
 

@@ -1,7 +1,8 @@
-"""The demo's generator steps: a small conditional GAN and one small SinGAN on the phantom."""
+"""The demo's generator steps: a small conditional GAN, one small SinGAN and a small diffusion model on the phantom."""
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from typing import Any
@@ -9,7 +10,7 @@ from typing import Any
 import torch
 
 from oncosynth.data import Dataset, load_images
-from oncosynth.generators import Generator, create_generator, load_generator
+from oncosynth.generators import Generator, create_generator, generate_images, load_generator
 from oncosynth.io import save_grid, save_image
 
 
@@ -53,3 +54,27 @@ def demo_singan(dataset: Any, out: str | Path, class_name: str = "malignant", se
     for i, image in enumerate(samples):
         save_image(image, out / "samples" / f"singan-{seed + i:07d}_{gen.classes[0]}.png")
     return out
+
+
+#: The demo's diffusion model: 32 px, a 3-level U-Net of 16-32 channels (see bench/RESULTS.md for its time).
+DEMO_DDPM = {"size": 32, "widths": [16, 32, 32], "attention": [False, False, True], "norm_groups": 8,
+             "head_channels": 16, "lr": 1e-3, "ema_decay": 0.99, "sample_steps": 10, "batch_size": 16}
+DEMO_DDPM_STEPS = 300
+
+
+def demo_ddpm(dataset: Any, out: str | Path, seed: int = 0, n_per_class: int = 16) -> dict[str, Any]:
+    """The demo's step: a small class-conditional DDPM on the phantom, then ``n_per_class`` images
+    of each class through the memorisation guard (flagged copies of training images are replaced).
+
+    Re-running it resumes or reuses the finished model and keeps finished samples.
+    """
+    out = Path(out)
+    gen = create_generator("ddpm", **DEMO_DDPM)
+    gen.fit(dataset, out / "run", steps=DEMO_DDPM_STEPS, seed=seed, checkpoint_every=100,
+            sample_every=DEMO_DDPM_STEPS, progress=False)
+    samples = out / "samples"
+    if not (samples / "manifest.json").is_file():
+        generate_images(out / "run", samples, n_per_class, list(gen.classes), seed=seed, reject_memorised=dataset)
+    guard = json.loads((samples / "manifest.json").read_text())["memorisation_guard"][-1]
+    return {"folder": samples, "images": n_per_class * len(gen.classes) - sum(guard["shortfall"].values()),
+            "rejected": guard["n_rejected"]}

@@ -91,6 +91,13 @@ def run_demo(out: str | Path = "oncosynth-demo", seed: int = 0) -> Path:
 
     _done("SinGAN samples (samples-grid.png: training image first)", demo_singan(dataset, out / "singan", seed=seed), t)
 
+    t = _step("+ diffusion model (DDPM) with the memorisation guard (issue 19)")
+    from oncosynth.demo.generators import demo_ddpm
+
+    ddpm = demo_ddpm(dataset, out / "ddpm", seed=seed)
+    console.print(f"ddpm: {ddpm['images']} images, {ddpm['rejected']} flagged as training copies and replaced")
+    _done("DDPM samples + manifest (sample grid in ddpm/run/samples/)", ddpm["folder"], t)
+
     t = _step("+ style transfer with the anomaly and classifier gates, a few phantom pairs (issue 5)")
     from oncosynth.demo.style_transfer import demo_style_transfer
 
