@@ -91,6 +91,8 @@ def look(args: argparse.Namespace) -> None:
     name = Path(args.run).name
     save_grid(torch.cat(rows), HERE / f"ddpm_{name}_grid.png", nrow=8)
 
+    if args.n < 1:
+        return
     t0 = time.perf_counter()
     check = PixelCopyCheck(real.float() / 255, [r.patient for r in train.records])
     samples = {c: gen.sample(args.n, c, seed=20_000, guidance=args.guidance, steps=args.ddim_steps)
@@ -128,7 +130,7 @@ def main() -> None:
     lk.add_argument("--run", required=True)
     lk.add_argument("--data", required=True)
     lk.add_argument("--peer", default=None)
-    lk.add_argument("--n", type=int, default=64, help="samples per class for the memorised share")
+    lk.add_argument("--n", type=int, default=64, help="samples per class for the memorised share (0: grid only)")
     lk.add_argument("--guidance", type=float, default=None)
     lk.add_argument("--ddim-steps", type=int, default=None)
     ap.add_argument("--threads", type=int, default=1)
