@@ -301,3 +301,12 @@ def test_a_trained_run_is_a_study_synthetic_source(phantom_train, tmp_path):
     images, labels = study_synthetic.synthetic_for_cell(prepared, config.arms[0], real_labels, 0, 32, 1)
     assert images.shape == (6, 1, 32, 32) and images.dtype == torch.uint8
     assert sorted(set(labels.tolist())) == [0, 1] and float(images.float().std()) > 0
+
+
+def test_training_into_another_methods_run_is_refused(tmp_path):
+    run = tmp_path / "run"
+    create_generator("cdcgan", width=4, size=32).fit(tiny_data(size=32), run, steps=2, **FIT)
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    with pytest.raises(CheckpointError, match="generator/cdcgan.*generator/ddpm|generator/ddpm.*generator/cdcgan"):
+        tiny(size=32).fit(tiny_data(size=32), run, steps=4, **FIT)
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
