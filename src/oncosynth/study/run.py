@@ -27,7 +27,7 @@ from oncosynth.study.aggregate import aggregate, write_csv
 from oncosynth.study.cells import Cell, cell_fingerprint, cell_resources, cell_unit, plan_cells
 from oncosynth.study.config import StudyConfig, load_config
 from oncosynth.study.inputs import keep_prepared, prepare
-from oncosynth.study.report import write_report
+from oncosynth.study.page import write_report
 
 
 def run_study(config: StudyConfig | str | Path, out: str | Path = "study-out", device: str = "auto",
