@@ -150,3 +150,31 @@ def test_initialisation_is_described_for_reports(tmp_path):
     assert initialisation_of("timm").startswith("natural-image")
     run = pretrain(tiny("phantom-supervised", steps=1), tmp_path / "ph", progress=False)
     assert initialisation_of(str(run)).startswith("phantom-supervised (supervised on phantom")
+
+
+def test_cli_pretrain_output_runs_in_a_study(phantom, tmp_path):
+    """The CLI writes a run that a study config names as model.pretrained; the report says so."""
+    import yaml
+    from typer.testing import CliRunner
+
+    from oncosynth.cli import app
+
+    run = tmp_path / "ssl"
+    result = CliRunner().invoke(app, ["pretrain", "--data", str(phantom), "--out", str(run), "--method", "simclr",
+                                      "--backbone", "resnet10t", "--size", str(SIZE), "--steps", "2",
+                                      "--batch-size", "8", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    bad = CliRunner().invoke(app, ["pretrain", "--data", str(phantom), "--out", str(tmp_path / "x"), "--steps", "0"])
+    # CliRunner calls the app, not main(): the ConfigError that main() turns into exit 2 surfaces here.
+    assert isinstance(bad.exception, ConfigError) and "steps: Input should be greater than" in str(bad.exception)
+    config = {"name": "t", "data": {"path": str(phantom), "size": SIZE, "channels": 1},
+              "model": {"backbone": "resnet10t", "pretrained": str(run)},
+              "train": {"epochs": 1, "batch_size": 32, "lr": 0.003, "warmup_epochs": 0.5},
+              "arms": [{"name": "real", "kind": "real"}], "fractions": [1.0], "seeds": [0], "bootstrap": 100,
+              "report_samples": 2}
+    (tmp_path / "study.yaml").write_text(yaml.safe_dump(config))
+    result = CliRunner().invoke(app, ["study", str(tmp_path / "study.yaml"), "--out", str(tmp_path / "study"),
+                                      "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    report = (tmp_path / "study" / "report.html").read_text()
+    assert "initialised from simclr (self-supervised on data (train split" in report

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from tqdm import tqdm
 
 from oncosynth.checkpoint import CONFIG, save_checkpoint
@@ -53,6 +53,15 @@ class PretrainConfig(BaseModel):
     phantom_images: int = Field(2000, ge=10, description="phantom-supervised without --data")
     options: dict[str, Any] = Field(default_factory=dict, description="method options, e.g. temperature")
     views: ViewConfig = ViewConfig()
+
+
+def make_config(**values: Any) -> PretrainConfig:
+    """A validated config; a bad value is one ConfigError naming the setting."""
+    try:
+        return PretrainConfig(**values)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"pretrain settings: {problems}") from None
 
 
 def _lr_factor(step: int, total: int, warmup: int) -> float:
