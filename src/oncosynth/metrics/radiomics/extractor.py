@@ -24,8 +24,6 @@ is in the ROI and each feature class sees the whole resampled image.
 
 from __future__ import annotations
 
-from typing import Callable
-
 import numpy as np
 import torch
 
@@ -43,8 +41,6 @@ DIAGNOSTICS = ("Image-original_Mean", "Image-original_Minimum", "Image-original_
                "Mask-original_VolumeNum", "Image-interpolated_Mean", "Image-interpolated_Minimum",
                "Image-interpolated_Maximum", "Mask-interpolated_VoxelNum", "Mask-interpolated_VolumeNum",
                "Mask-interpolated_Mean", "Mask-interpolated_Minimum", "Mask-interpolated_Maximum")
-# elements of one B×4×G×G float64 GLCM batch kept in memory at a time (~64 MB)
-GLCM_BUDGET = 8_000_000
 
 
 def feature_names() -> list[str]:
@@ -69,22 +65,13 @@ def _diagnostics(raw: torch.Tensor, resampled: torch.Tensor) -> torch.Tensor:
     return torch.stack(columns, dim=1)
 
 
-def _in_chunks(fn: Callable, bins: torch.Tensor, ng: torch.Tensor, budget: int) -> dict[str, torch.Tensor]:
-    """Run a texture class on sub-batches whose dense matrices fit the memory budget."""
-    n_levels = int(ng.max())
-    per_image = 4 * n_levels * n_levels
-    step = max(1, budget // per_image)
-    parts = [fn(bins[s:s + step], ng[s:s + step], n_levels) for s in range(0, bins.shape[0], step)]
-    return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
-
-
 def _image_type_features(values: torch.Tensor, pixel_volume: float) -> torch.Tensor:
     """The 77 class features of one image type for a batch (B×77)."""
     bins, ng = preprocess.discretize(values, BIN_WIDTH)
     n_levels = int(ng.max())
     results = {
         "firstorder": firstorder.first_order(values, bins, n_levels, VOXEL_ARRAY_SHIFT, pixel_volume),
-        "glcm": _in_chunks(glcm.glcm, bins, ng, GLCM_BUDGET),
+        "glcm": glcm.glcm(bins, ng, n_levels),
         "glrlm": glrlm.glrlm(bins, n_levels),
         "glszm": glszm.glszm(bins, n_levels),
         "ngtdm": ngtdm.ngtdm(bins, n_levels),

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import torch
 
-EPS = 2.220446049250313e-16  # numpy.spacing(1), PyRadiomics' log guard
+from oncosynth.metrics.radiomics.counting import EPS
+
 
 NAMES = ("10Percentile", "90Percentile", "Energy", "Entropy", "InterquartileRange", "Kurtosis", "Maximum",
          "MeanAbsoluteDeviation", "Mean", "Median", "Minimum", "Range", "RobustMeanAbsoluteDeviation",

@@ -16,7 +16,7 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-from oncosynth.metrics.radiomics.firstorder import EPS
+from oncosynth.metrics.radiomics.counting import count_entropy, per_group
 
 NAMES = ("GrayLevelNonUniformity", "GrayLevelNonUniformityNormalized", "GrayLevelVariance",
          "HighGrayLevelRunEmphasis", "LongRunEmphasis", "LongRunHighGrayLevelEmphasis",
@@ -44,11 +44,10 @@ def line_order(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
     return np.stack(orders), np.stack(starts)
 
 
-def run_length_matrix(bins: torch.Tensor, n_levels: int) -> torch.Tensor:
-    """Run counts, B×4×G×R (grey level g at g-1, run length r at r-1; R = max(H, W))."""
+def runs(bins: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Every run of the batch: its owner (image * 4 + direction), grey level and length."""
     b, h, w = bins.shape
     n = h * w
-    max_run = max(h, w)
     order, starts = line_order(h, w)
     order = torch.from_numpy(order).to(bins.device)
     starts = torch.from_numpy(starts).to(bins.device)
@@ -60,41 +59,48 @@ def run_length_matrix(bins: torch.Tensor, n_levels: int) -> torch.Tensor:
     lengths = torch.bincount(run_id)
     grey = laid.flatten()[begin.flatten()]  # grey level of each run, in run-id order
     owner = torch.arange(b * 4, device=bins.device).repeat_interleave(begin.view(b * 4, n).sum(dim=1))
-    code = owner * (n_levels * max_run) + (grey - 1) * max_run + (lengths - 1)
-    counts = torch.bincount(code, minlength=b * 4 * n_levels * max_run)
-    return counts.view(b, 4, n_levels, max_run).to(torch.float64)
+    return owner, grey, lengths
 
 
 def glrlm(bins: torch.Tensor, n_levels: int) -> dict[str, torch.Tensor]:
-    """The 16 GLRLM features (dict name -> B)."""
-    p = run_length_matrix(bins, n_levels)
-    b, _, g, r = p.shape
-    i = torch.arange(1, g + 1, dtype=torch.float64, device=p.device).view(1, 1, -1)
-    j = torch.arange(1, r + 1, dtype=torch.float64, device=p.device).view(1, 1, -1)
-    pg, pr = p.sum(dim=3), p.sum(dim=2)  # B×4×G, B×4×R
-    n_runs = pg.sum(dim=2)
-    n_pixels = (pr * j).sum(dim=2)
-    pg_norm, pr_norm = pg / n_runs.unsqueeze(2), pr / n_runs.unsqueeze(2)
-    u_i = (pg_norm * i).sum(dim=2, keepdim=True)
-    u_j = (pr_norm * j).sum(dim=2, keepdim=True)
-    joint = p / n_runs.view(b, 4, 1, 1)
-    i2, j2 = i.unsqueeze(3) ** 2, j.unsqueeze(2) ** 2  # B×4×G×1 and B×4×1×R shapes
-    per_angle = {
-        "GrayLevelNonUniformity": (pg ** 2).sum(dim=2) / n_runs,
-        "GrayLevelNonUniformityNormalized": (pg ** 2).sum(dim=2) / n_runs ** 2,
-        "GrayLevelVariance": (pg_norm * (i - u_i) ** 2).sum(dim=2),
-        "HighGrayLevelRunEmphasis": (pg * i ** 2).sum(dim=2) / n_runs,
-        "LongRunEmphasis": (pr * j ** 2).sum(dim=2) / n_runs,
-        "LongRunHighGrayLevelEmphasis": (p * j2 * i2).sum(dim=(2, 3)) / n_runs,
-        "LongRunLowGrayLevelEmphasis": (p * j2 / i2).sum(dim=(2, 3)) / n_runs,
-        "LowGrayLevelRunEmphasis": (pg / i ** 2).sum(dim=2) / n_runs,
-        "RunEntropy": -(joint * torch.log2(joint + EPS)).sum(dim=(2, 3)),
-        "RunLengthNonUniformity": (pr ** 2).sum(dim=2) / n_runs,
-        "RunLengthNonUniformityNormalized": (pr ** 2).sum(dim=2) / n_runs ** 2,
+    """The 16 GLRLM features (dict name -> B): sums over the runs, per direction, averaged."""
+    b, h, w = bins.shape
+    g, r = n_levels, max(h, w)
+    owner, grey, length = runs(bins)
+    dev = bins.device
+    n_owner = b * 4
+
+    def per_owner(values: torch.Tensor) -> torch.Tensor:
+        return per_group(owner, values, n_owner)
+
+    pg = torch.bincount(owner * g + grey - 1, minlength=n_owner * g).view(n_owner, g).to(torch.float64)
+    pr = torch.bincount(owner * r + length - 1, minlength=n_owner * r).view(n_owner, r).to(torch.float64)
+    i = torch.arange(1, g + 1, dtype=torch.float64, device=dev)
+    j = torch.arange(1, r + 1, dtype=torch.float64, device=dev)
+    gi, lj = grey.to(torch.float64), length.to(torch.float64)
+    n_runs = pg.sum(dim=1)
+    n_pixels = (pr * j).sum(dim=1)
+    pg_norm, pr_norm = pg / n_runs[:, None], pr / n_runs[:, None]
+    u_i = (pg_norm * i).sum(dim=1, keepdim=True)
+    u_j = (pr_norm * j).sum(dim=1, keepdim=True)
+    entropy = count_entropy(owner * (g * r) + (grey - 1) * r + length - 1, g * r, n_runs)
+    gi2, lj2 = gi * gi, lj * lj
+    per_direction = {
+        "GrayLevelNonUniformity": (pg ** 2).sum(dim=1) / n_runs,
+        "GrayLevelNonUniformityNormalized": (pg ** 2).sum(dim=1) / n_runs ** 2,
+        "GrayLevelVariance": (pg_norm * (i - u_i) ** 2).sum(dim=1),
+        "HighGrayLevelRunEmphasis": (pg * i ** 2).sum(dim=1) / n_runs,
+        "LongRunEmphasis": (pr * j ** 2).sum(dim=1) / n_runs,
+        "LongRunHighGrayLevelEmphasis": per_owner(lj2 * gi2) / n_runs,
+        "LongRunLowGrayLevelEmphasis": per_owner(lj2 / gi2) / n_runs,
+        "LowGrayLevelRunEmphasis": (pg / i ** 2).sum(dim=1) / n_runs,
+        "RunEntropy": entropy,
+        "RunLengthNonUniformity": (pr ** 2).sum(dim=1) / n_runs,
+        "RunLengthNonUniformityNormalized": (pr ** 2).sum(dim=1) / n_runs ** 2,
         "RunPercentage": n_runs / n_pixels,
-        "RunVariance": (pr_norm * (j - u_j) ** 2).sum(dim=2),
-        "ShortRunEmphasis": (pr / j ** 2).sum(dim=2) / n_runs,
-        "ShortRunHighGrayLevelEmphasis": (p * i2 / j2).sum(dim=(2, 3)) / n_runs,
-        "ShortRunLowGrayLevelEmphasis": (p / (i2 * j2)).sum(dim=(2, 3)) / n_runs,
+        "RunVariance": (pr_norm * (j - u_j) ** 2).sum(dim=1),
+        "ShortRunEmphasis": (pr / j ** 2).sum(dim=1) / n_runs,
+        "ShortRunHighGrayLevelEmphasis": per_owner(gi2 / lj2) / n_runs,
+        "ShortRunLowGrayLevelEmphasis": per_owner(1 / (gi2 * lj2)) / n_runs,
     }
-    return {name: per_angle[name].nanmean(dim=1) for name in NAMES}
+    return {name: per_direction[name].view(b, 4).nanmean(dim=1) for name in NAMES}

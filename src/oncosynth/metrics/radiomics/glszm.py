@@ -2,18 +2,16 @@
 
 A zone is a set of 8-connected pixels (``force2D``: all in-plane neighbours)
 with the same grey level; the size-zone matrix counts zones per (grey level,
-size). Zones are found for the whole batch by label propagation: every
-pixel starts with its own index as label, takes the smallest label among
-same-grey neighbours, then jumps to its label's label (pointer jumping, so
-long zones converge in a few rounds), until nothing changes.
+size). Zones of the whole batch are found at once by a union-find over the
+same-grey neighbour pairs (``zone_labels``); the features are sums over the
+zones.
 """
 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
-from oncosynth.metrics.radiomics.firstorder import EPS
+from oncosynth.metrics.radiomics.counting import count_entropy, per_group
 
 NAMES = ("GrayLevelNonUniformity", "GrayLevelNonUniformityNormalized", "GrayLevelVariance",
          "HighGrayLevelZoneEmphasis", "LargeAreaEmphasis", "LargeAreaHighGrayLevelEmphasis",
@@ -21,37 +19,54 @@ NAMES = ("GrayLevelNonUniformity", "GrayLevelNonUniformityNormalized", "GrayLeve
          "SizeZoneNonUniformityNormalized", "SmallAreaEmphasis", "SmallAreaHighGrayLevelEmphasis",
          "SmallAreaLowGrayLevelEmphasis", "ZoneEntropy", "ZonePercentage", "ZoneVariance")
 
-NEIGHBOURS = tuple((dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1) if (dy, dx) != (0, 0))
+# half of the 8-neighbourhood; the other half is the same edges seen from the other end
+HALF_NEIGHBOURS = ((0, 1), (1, -1), (1, 0), (1, 1))
 
 
-def zone_labels(bins: torch.Tensor, max_rounds: int = 10_000) -> torch.Tensor:
-    """Connected-zone label of every pixel (B×H×W): the smallest global pixel index in its zone."""
+def _edges(bins: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Global pixel indices of every 8-adjacent pair with the same grey level."""
     b, h, w = bins.shape
-    labels = torch.arange(b * h * w, device=bins.device).view(b, h, w)
-    big = b * h * w  # larger than any label: padding never wins a minimum
-    grey = F.pad(bins, (1, 1, 1, 1), value=0)  # grey 0 matches no pixel
-    same = [grey[:, 1 + dy:1 + dy + h, 1 + dx:1 + dx + w] == bins for dy, dx in NEIGHBOURS]
-    for _ in range(max_rounds):
-        padded = F.pad(labels, (1, 1, 1, 1), value=big)
-        smallest = labels
-        for (dy, dx), match in zip(NEIGHBOURS, same):
-            neighbour = padded[:, 1 + dy:1 + dy + h, 1 + dx:1 + dx + w]
-            smallest = torch.minimum(smallest, torch.where(match, neighbour, big))
-        flat = smallest.flatten()
-        jumped = flat[flat]  # the label of my label's pixel, in the same zone and no larger
-        jumped = jumped[jumped]
-        updated = jumped.view(b, h, w)
-        if torch.equal(updated, labels):
+    index = torch.arange(b * h * w, device=bins.device).view(b, h, w)
+    firsts, seconds = [], []
+    for dy, dx in HALF_NEIGHBOURS:
+        x0, x1 = max(0, -dx), w - max(0, dx)
+        a = index[:, :h - dy, x0:x1]
+        c = index[:, dy:, x0 + dx:x1 + dx]
+        same = bins[:, :h - dy, x0:x1] == bins[:, dy:, x0 + dx:x1 + dx]
+        firsts.append(a[same])
+        seconds.append(c[same])
+    return torch.cat(firsts), torch.cat(seconds)
+
+
+def zone_labels(bins: torch.Tensor) -> torch.Tensor:
+    """Zone label of every pixel (flat, B*H*W): one pixel index of its zone, shared by the zone.
+
+    Union-find by hooking: every same-grey edge whose ends carry different
+    labels hooks the larger label's root under the smaller one (a scatter
+    min), then pointer jumping flattens the trees. Each round at least halves
+    the number of trees along any path, so it ends in a few rounds.
+    """
+    first, second = _edges(bins)
+    labels = torch.arange(bins.numel(), device=bins.device)
+    while True:
+        a, c = labels[first], labels[second]
+        differ = a != c
+        if not bool(differ.any()):
             return labels
-        labels = updated
-    raise RuntimeError("zone labelling did not converge")  # cannot happen: labels only decrease
+        low, high = torch.minimum(a, c)[differ], torch.maximum(a, c)[differ]
+        labels.scatter_reduce_(0, high, low, reduce="amin")
+        while True:  # pointer jumping until every label is a root
+            jumped = labels[labels]
+            if torch.equal(jumped, labels):
+                break
+            labels = jumped
 
 
 def glszm(bins: torch.Tensor, n_levels: int) -> dict[str, torch.Tensor]:
     """The 16 GLSZM features (dict name -> B)."""
     b, h, w = bins.shape
     n = h * w
-    labels = zone_labels(bins).flatten()
+    labels = zone_labels(bins)
     sizes_all = torch.bincount(labels, minlength=b * n)
     roots = torch.nonzero(sizes_all).flatten()  # one entry per zone, sorted, so grouped by image
     size = sizes_all[roots].to(torch.float64)
@@ -60,21 +75,18 @@ def glszm(bins: torch.Tensor, n_levels: int) -> dict[str, torch.Tensor]:
     grey = grey_level.to(torch.float64)
 
     def per_image(values: torch.Tensor) -> torch.Tensor:
-        return torch.zeros(b, dtype=torch.float64, device=bins.device).index_add_(0, image, values)
+        return per_group(image, values, b)
 
     n_zones = per_image(torch.ones_like(size))
     by_grey = torch.bincount(image * n_levels + grey_level - 1, minlength=b * n_levels).view(b, n_levels)
     by_size = torch.bincount(image * n + sizes_all[roots] - 1, minlength=b * n).view(b, n)
-    joint = torch.unique(image * (n_levels * n) + (grey_level - 1) * n + sizes_all[roots] - 1, return_counts=True)
-    joint_image = joint[0] // (n_levels * n)
-    joint_p = joint[1].to(torch.float64) / n_zones[joint_image]
 
     pg = by_grey.to(torch.float64)
     levels = torch.arange(1, n_levels + 1, dtype=torch.float64, device=bins.device)
     u_i = (pg * levels).sum(dim=1) / n_zones
     u_j = per_image(size) / n_zones
-    entropy = torch.zeros(b, dtype=torch.float64, device=bins.device).index_add_(
-        0, joint_image, -joint_p * torch.log2(joint_p + EPS))
+    entropy = count_entropy(image * (n_levels * n) + (grey_level - 1) * n + sizes_all[roots] - 1, n_levels * n,
+                            n_zones)
     features = {
         "GrayLevelNonUniformity": (pg ** 2).sum(dim=1) / n_zones,
         "GrayLevelNonUniformityNormalized": (pg ** 2).sum(dim=1) / n_zones ** 2,

@@ -31,38 +31,49 @@ def neighbourhood_table(bins: torch.Tensor, n_levels: int) -> tuple[torch.Tensor
     return n_i, s_i
 
 
+def _sum_abs_differences(a: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
+    """sum over ordered pairs of present entries |a_i - a_j| (B), by sorting: O(G log G)."""
+    m = present.sum(dim=1, keepdim=True)
+    ordered = torch.sort(torch.where(present, a, torch.inf), dim=1).values  # present first, ascending
+    rank = torch.arange(a.shape[1], device=a.device).expand_as(a)
+    weight = (2 * rank - m + 1).to(torch.float64)  # times the k-th smallest is added minus subtracted
+    return 2 * torch.where(rank < m, ordered * weight, 0.0).sum(dim=1)
+
+
 def ngtdm(bins: torch.Tensor, n_levels: int) -> dict[str, torch.Tensor]:
     """The 5 NGTDM features (dict name -> B)."""
     n_i, s_i = neighbourhood_table(bins, n_levels)
     present = n_i > 0
     n_valid = n_i.sum(dim=1)
     p = n_i / n_valid[:, None]
-    i = torch.arange(1, n_levels + 1, dtype=torch.float64, device=bins.device).expand_as(p)
+    levels = torch.arange(1, n_levels + 1, dtype=torch.float64, device=bins.device)
     n_present = present.sum(dim=1).to(torch.float64)
-    pair = present.unsqueeze(2) & present.unsqueeze(1)  # both levels present
     ps = p * s_i
     sum_s = s_i.sum(dim=1)
-
     coarse = ps.sum(dim=1)
     coarseness = torch.where(coarse != 0, 1 / torch.where(coarse != 0, coarse, 1.0), 1e6)
 
-    gap2 = (i.unsqueeze(2) - i.unsqueeze(1)) ** 2
-    spread = (p.unsqueeze(2) * p.unsqueeze(1) * gap2).sum(dim=(1, 2))
+    # sum_ij p_i p_j (i - j)^2 = 2 (sum p i^2 - (sum p i)^2) since sum p = 1
+    mean_i = (p * levels).sum(dim=1)
+    spread = 2 * ((p * levels * levels).sum(dim=1) * p.sum(dim=1) - mean_i * mean_i)
     div = n_present * (n_present - 1)
     contrast = spread * sum_s / n_valid
     contrast = torch.where(div != 0, contrast / torch.where(div != 0, div, 1.0), 0.0)
 
-    ip = i * p
-    absdiff = torch.where(pair, (ip.unsqueeze(2) - ip.unsqueeze(1)).abs(), 0.0).sum(dim=(1, 2))
+    absdiff = _sum_abs_differences(levels * p, present)
     busyness = torch.where(absdiff != 0, coarse / torch.where(absdiff != 0, absdiff, 1.0), 0.0)
 
-    numerator = torch.where(pair, ps.unsqueeze(2) + ps.unsqueeze(1), 0.0)
+    # complexity divides by p_i + p_j, so it stays a sum over pairs of present levels
+    pair = (present.unsqueeze(2) & present.unsqueeze(1)).to(torch.float64)
     divisor = p.unsqueeze(2) + p.unsqueeze(1)
     divisor = torch.where(divisor == 0, 1.0, divisor)
-    gap = (i.unsqueeze(2) - i.unsqueeze(1)).abs()
-    complexity = (gap * numerator / divisor).sum(dim=(1, 2)) / n_valid
+    gap = (levels.view(-1, 1) - levels.view(1, -1)).abs()
+    complexity = (gap * pair * (ps.unsqueeze(2) + ps.unsqueeze(1)) / divisor).sum(dim=(1, 2)) / n_valid
 
-    strength = torch.where(pair, (p.unsqueeze(2) + p.unsqueeze(1)) * gap2, 0.0).sum(dim=(1, 2))
+    # sum over present pairs of (p_i + p_j)(i - j)^2 = 2 sum_i p_i sum_j [present j] (i - j)^2
+    pres = present.to(torch.float64)
+    s1, s2 = (pres * levels).sum(dim=1, keepdim=True), (pres * levels * levels).sum(dim=1, keepdim=True)
+    strength = 2 * (p * (n_present[:, None] * levels * levels - 2 * levels * s1 + s2)).sum(dim=1)
     strength = torch.where(sum_s != 0, strength / torch.where(sum_s != 0, sum_s, 1.0), 0.0)
     return {"Busyness": busyness, "Coarseness": coarseness, "Complexity": complexity, "Contrast": contrast,
             "Strength": strength}
