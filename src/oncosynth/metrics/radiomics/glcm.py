@@ -6,10 +6,13 @@ normalised per angle; each feature is computed per angle and averaged over the
 angles. Grey levels run 1..Ng; PyRadiomics drops levels absent from the ROI,
 which only removes all-zero rows and columns, so zero-padding to the batch's
 largest Ng (G) gives the same sums. The two features that use Ng itself
-(Idmn, Idn) take each image's own Ng. Work is O(pixels) per image, not O(G²).
+(Idmn, Idn) take each image's own Ng. Work is O(pixels) per image, not O(G²),
+and all images and angles of a batch go through each step together.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 
@@ -33,58 +36,74 @@ def _shifted_pairs(bins: torch.Tensor, dy: int, dx: int) -> tuple[torch.Tensor, 
     return first.flatten(1), second.flatten(1)
 
 
-def _one_angle(i: torch.Tensor, j: torch.Tensor, ng: torch.Tensor, g: int) -> dict[str, torch.Tensor]:
-    """Features of one angle from its pairs (B×M grey levels of a pixel and its neighbour).
+def _pairs(bins: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """All pairs of the batch, every angle: owner (image * 4 + angle), both grey levels; pairs per owner."""
+    b = bins.shape[0]
+    owners, firsts, seconds, totals = [], [], [], []
+    for angle, (dy, dx) in enumerate(OFFSETS):
+        i, j = _shifted_pairs(bins, dy, dx)
+        owner = (torch.arange(b, device=bins.device) * 4 + angle).view(-1, 1).expand_as(i)
+        owners.append(owner.flatten())
+        firsts.append(i.flatten())
+        seconds.append(j.flatten())
+        totals.append(torch.full((b,), i.shape[1], dtype=torch.float64, device=bins.device))
+    per_owner = torch.stack(totals, dim=1).flatten()  # owner order: image * 4 + angle
+    return torch.cat(owners), torch.cat(firsts), torch.cat(seconds), per_owner
 
-    The symmetric matrix P = (C + C.T) / 2M is never built densely: marginals
-    and the sum/difference distributions come from counts over the pairs, and
-    the entropy-type sums over P's entries come from the distinct unordered
-    pairs (an off-diagonal pair stands for two equal entries).
+
+def glcm(bins: torch.Tensor, ng: torch.Tensor, n_levels: int) -> dict[str, torch.Tensor]:
+    """The GLCM features (dict name -> B) of B discretised images with per-image Ng.
+
+    The symmetric matrix P = (C + C.T) / 2M of each (image, angle) is never built
+    densely: marginals and the sum/difference distributions come from counts
+    over the pairs, and the entropy-type sums over P's entries come from the
+    distinct unordered pairs (an off-diagonal pair stands for two equal entries).
     """
-    b, m = i.shape
-    dev = i.device
-    owner = torch.arange(b, device=dev).view(-1, 1)
-    total = 2.0 * m
+    b, g = bins.shape[0], n_levels
+    dev = bins.device
+    owner, i, j, pairs = _pairs(bins)
+    n_owner = 4 * b
+    total = 2.0 * pairs  # entries of C + C.T per owner
 
     def counts(index: torch.Tensor, size: int) -> torch.Tensor:
-        return torch.bincount((owner * size + index).flatten(), minlength=b * size).view(b, size).to(torch.float64)
+        flat = torch.bincount(owner * size + index, minlength=n_owner * size)
+        return flat.view(n_owner, size).to(torch.float64)
 
-    px = (counts(i - 1, g) + counts(j - 1, g)) / total  # = py (P is symmetric)
-    sums = 2 * counts(i + j - 2, 2 * g - 1) / total  # k = 2 .. 2G
-    diffs = 2 * counts((i - j).abs(), g) / total  # k = 0 .. G-1
+    px = (counts(i - 1, g) + counts(j - 1, g)) / total[:, None]  # = py (P is symmetric)
+    sums = 2 * counts(i + j - 2, 2 * g - 1) / total[:, None]  # k = 2 .. 2G
+    diffs = 2 * counts((i - j).abs(), g) / total[:, None]  # k = 0 .. G-1
     levels = torch.arange(1, g + 1, dtype=torch.float64, device=dev)
     k_sum = torch.arange(2, 2 * g + 1, dtype=torch.float64, device=dev)
     k_diff = torch.arange(0, g, dtype=torch.float64, device=dev)
 
     lo, hi = torch.minimum(i, j), torch.maximum(i, j)
-    code, n = distinct_counts(((owner * g + lo - 1) * g + hi - 1).flatten(), b * g * g)
-    image, lo_u, hi_u = code // (g * g), (code // g) % g, code % g
+    code, n = distinct_counts((owner * g + lo - 1) * g + hi - 1, n_owner * g * g)
+    group, lo_u, hi_u = code // (g * g), (code // g) % g, code % g
     diagonal = lo_u == hi_u
-    value = torch.where(diagonal, 2 * n, n).to(torch.float64) / total  # the entry P[lo, hi] (= P[hi, lo])
-    copies = torch.where(diagonal, 1.0, 2.0)
+    value = torch.where(diagonal, 2 * n, n).to(torch.float64) / total[group]  # P[lo, hi] (= P[hi, lo])
+    weighted = torch.where(diagonal, 1.0, 2.0) * value  # both entries of an off-diagonal pair
 
     ux = (px * levels).sum(dim=1)
-    centred_lo, centred_hi = lo_u + 1 - ux[image], hi_u + 1 - ux[image]
-    hxy = -per_group(image, copies * value * torch.log2(value + EPS), b)
+    hxy = -per_group(group, weighted * torch.log2(value + EPS), n_owner)
     hx = -(px * torch.log2(px + EPS)).sum(dim=1)
-    hxy1 = -per_group(image, copies * value * torch.log2(px[image, lo_u] * px[image, hi_u] + EPS), b)
+    hxy1 = -per_group(group, weighted * torch.log2(px[group, lo_u] * px[group, hi_u] + EPS), n_owner)
     # HXY2 = -sum_ij px_i py_j log2(px_i py_j + eps) over all G×G pairs; it separates into the
     # marginal entropies plus eps/ln2 per pair of present levels (error ~eps**2 / (px py))
     present = (px > 0).sum(dim=1).to(torch.float64)
     plain = -(px * torch.log2(torch.where(px > 0, px, 1.0))).sum(dim=1)
-    hxy2 = 2 * plain * px.sum(dim=1) - present * present * EPS / torch.log(torch.tensor(2.0, dtype=torch.float64))
+    hxy2 = 2 * plain * px.sum(dim=1) - present * present * (EPS / math.log(2.0))
 
     sig2 = (px * (levels - ux[:, None]) ** 2).sum(dim=1)
-    corm = per_group(image, copies * value * centred_lo * centred_hi, b)
+    corm = per_group(group, weighted * (lo_u + 1 - ux[group]) * (hi_u + 1 - ux[group]), n_owner)
     corr = corm / (sig2.sqrt() * sig2.sqrt() + EPS)
     corr = torch.where(sig2 == 0, torch.ones_like(corr), corr)
     centre = k_sum - 2 * ux[:, None]  # (i + j) - ux - uy
     diff_avg = (k_diff * diffs).sum(dim=1)
     imc1 = torch.where(hx != 0, (hxy - hxy1) / torch.where(hx != 0, hx, 1.0), 0.0)
     imc2 = torch.where(present == 1, 0.0, (1 - torch.exp(-2 * (hxy2 - hxy))) ** 0.5)
-    ngf = ng.to(torch.float64)[:, None]
-    return {
-        "Autocorrelation": per_group(image, copies * value * (lo_u + 1) * (hi_u + 1), b),
+    ngf = ng.to(torch.float64).repeat_interleave(4)[:, None]
+    per_angle = {
+        "Autocorrelation": per_group(group, weighted * (lo_u + 1) * (hi_u + 1), n_owner),
         "JointAverage": ux,
         "ClusterProminence": (sums * centre ** 4).sum(dim=1),
         "ClusterShade": (sums * centre ** 3).sum(dim=1),
@@ -94,7 +113,7 @@ def _one_angle(i: torch.Tensor, j: torch.Tensor, ng: torch.Tensor, g: int) -> di
         "DifferenceAverage": diff_avg,
         "DifferenceEntropy": -(diffs * torch.log2(diffs + EPS)).sum(dim=1),
         "DifferenceVariance": (diffs * (k_diff - diff_avg[:, None]) ** 2).sum(dim=1),
-        "JointEnergy": per_group(image, copies * value * value, b),
+        "JointEnergy": per_group(group, weighted * value, n_owner),
         "JointEntropy": hxy,
         "Imc1": imc1,
         "Imc2": imc2,
@@ -103,14 +122,9 @@ def _one_angle(i: torch.Tensor, j: torch.Tensor, ng: torch.Tensor, g: int) -> di
         "Id": (diffs / (1 + k_diff)).sum(dim=1),
         "Idn": (diffs / (1 + k_diff / ngf)).sum(dim=1),
         "InverseVariance": (diffs[:, 1:] / k_diff[1:] ** 2).sum(dim=1),
-        "MaximumProbability": torch.zeros(b, dtype=torch.float64, device=dev).scatter_reduce_(
-            0, image, value, reduce="amax"),
+        "MaximumProbability": torch.zeros(n_owner, dtype=torch.float64, device=dev).scatter_reduce_(
+            0, group, value, reduce="amax"),
         "SumEntropy": -(sums * torch.log2(sums + EPS)).sum(dim=1),
         "SumSquares": sig2,
     }
-
-
-def glcm(bins: torch.Tensor, ng: torch.Tensor, n_levels: int) -> dict[str, torch.Tensor]:
-    """The GLCM features (dict name -> B) of B discretised images with per-image Ng."""
-    angles = [_one_angle(*_shifted_pairs(bins, dy, dx), ng, n_levels) for dy, dx in OFFSETS]
-    return {name: torch.stack([a[name] for a in angles], dim=1).nanmean(dim=1) for name in NAMES}
+    return {name: per_angle[name].view(b, 4).nanmean(dim=1) for name in NAMES}

@@ -115,16 +115,20 @@ def resample(images: torch.Tensor, spacing: float = 2.0) -> torch.Tensor:
     device = images.device
     rows = [torch.tensor(r, device=device) for r in rows]
     cols = [torch.tensor(c, device=device) for c in cols]
-    out = torch.zeros(images.shape[0], len(rows[0]), len(cols[0]), dtype=torch.float64, device=device)
+    planes = {}  # the 16 coefficient planes the taps read, gathered once
+    for ky in range(4):
+        picked = coeff[:, rows[ky]]
+        for kx in range(4):
+            planes[ky, kx] = picked[:, :, cols[kx]]
+    out = torch.zeros_like(planes[0, 0])
     for kz in range(4):
         for ky in range(4):
-            picked = coeff[:, rows[ky]]
             for kx in range(4):
                 weight = 1.0
                 weight *= wx[kx]
                 weight *= wy[ky]
                 weight *= wz[kz]
-                out += weight * picked[:, :, cols[kx]]
+                out += weight * planes[ky, kx]
     return out
 
 
