@@ -8,12 +8,12 @@
    features (the package's v1 statistics, ``frd_from_features``; the test suite
    checks it equals ``frd_score.compute_frd``) and from the batched features.
 3. Speed: images/s of extraction, PyRadiomics in 1 and 2 processes (a small
-   fresh sample; not cached) and the batched backend in 1 and 2 threads (the
-   402 CBIS test patches; the other sets are extracted once, on 2 threads);
+   fresh sample; not cached) and the batched backend in 1 and 2 processes of
+   one thread each (the 402 CBIS test patches; the other sets are extracted
+   once, with 2);
    then the goal, FRD of all 3,000 peer images against the 402 test patches
-   with the batched backend on 2 threads, cold cache, files to value. Wall
-   seconds and process CPU seconds are both recorded, with the load average:
-   the machine is shared, so CPU seconds are the steadier measure.
+   with the batched backend on 2 processes, cold cache, files to value. Wall
+   seconds are recorded with the load average (the machine is shared).
 
 PyRadiomics' features come from the scratch cache of ``bench/frd_sets.py`` (run that first).
 
@@ -49,10 +49,20 @@ def load() -> str:
     return " ".join(f"{x:.1f}" for x in os.getloadavg())
 
 
+def cpu_seconds() -> float:
+    """CPU time of this process and of its finished child processes (worker pools)."""
+    import resource
+
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 def timed(fn):
-    wall, cpu = time.perf_counter(), time.process_time()
+    """(result, wall seconds, CPU seconds). On a shared machine the CPU seconds are the steadier
+    measure: wall time depends on how many other jobs share the cores."""
+    wall, cpu = time.perf_counter(), cpu_seconds()
     out = fn()
-    return out, time.perf_counter() - wall, time.process_time() - cpu
+    return out, time.perf_counter() - wall, cpu_seconds() - cpu
 
 
 def relative_difference(ours: np.ndarray, reference: np.ndarray) -> np.ndarray:
@@ -65,16 +75,18 @@ def pyradiomics_rate(files: list[Path], workers: int) -> dict:
 
     import multiprocessing as mp
 
-    start = time.perf_counter()
-    if workers == 1:
-        for f in files:
-            _extract(str(f))
-    else:
-        with mp.get_context("fork").Pool(workers) as pool:
-            list(pool.imap_unordered(_extract, [str(f) for f in files], chunksize=2))
-    seconds = time.perf_counter() - start
+    def run():
+        if workers == 1:
+            for f in files:
+                _extract(str(f))
+        else:
+            with mp.get_context("fork").Pool(workers) as pool:
+                list(pool.imap_unordered(_extract, [str(f) for f in files], chunksize=2))
+
+    _, seconds, cpu = timed(run)
     return {"images": len(files), "processes": workers, "seconds": round(seconds, 2),
-            "images_per_s": round(len(files) / seconds, 3), "load": load()}
+            "images_per_s": round(len(files) / seconds, 3), "cpu_ms_per_image": round(1000 * cpu / len(files), 1),
+            "load": load()}
 
 
 def main() -> None:
@@ -82,7 +94,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=Path("../shared/data"))
     parser.add_argument("--scratch", type=Path, default=DEFAULT_SCRATCH)
     parser.add_argument("--out", type=Path, default=Path("bench/results/frd"))
-    parser.add_argument("--pyradiomics-sample", type=int, default=24, help="images timed per PyRadiomics setting")
+    parser.add_argument("--pyradiomics-sample", type=int, default=16, help="images timed per PyRadiomics setting")
     parser.add_argument("--skip-goal", action="store_true")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -95,14 +107,14 @@ def main() -> None:
         files[name] = image_set(name, args.data, args.scratch)
         refs[name], ref_names = reference_features(files[name], args.scratch)
         assert ref_names == names, "PyRadiomics names differ from ours"
-        for threads in ((1, 2) if name == "cbis-test" else (2,)):
-            torch.set_num_threads(threads)
-            ours[name], wall, cpu = timed(lambda: extract_files(files[name], threads=threads))
-            report["speed"][f"batched {name} {threads} thread(s)"] = {
+        for workers in ((1, 2) if name == "cbis-test" else (2,)):
+            ours[name], wall, cpu = timed(lambda: extract_files(files[name], workers=workers))
+            report["speed"][f"batched {name} {workers} process(es)"] = {
                 "images": len(files[name]), "seconds": round(wall, 2), "cpu_seconds": round(cpu, 2),
-                "images_per_s": round(len(files[name]) / wall, 1), "load": load()}
-            print(f"batched {name}, {threads} thread(s): {len(files[name]) / wall:.1f} img/s (load {load()})",
-                  flush=True)
+                "images_per_s": round(len(files[name]) / wall, 1),
+                "cpu_ms_per_image": round(1000 * cpu / len(files[name]), 1), "load": load()}
+            print(f"batched {name}, {workers} process(es): {len(files[name]) / wall:.1f} img/s, "
+                  f"{1000 * cpu / len(files[name]):.1f} CPU-ms/img (load {load()})", flush=True)
 
     rows, worst_all = [], np.zeros(len(names))
     for name in SETS:
@@ -137,12 +149,11 @@ def main() -> None:
     if not args.skip_goal:
         peer = image_set("mcgan-3000", args.data, args.scratch)
         frd_lib._CACHE.clear()
-        torch.set_num_threads(2)
         result, wall, cpu = timed(lambda: frd_lib.frd_fast(files["cbis-test"], peer, workers=2, backend="batched"))
         report["goal_frd_3000_vs_402"] = {"frd": result.value, "features": result.n_features,
-                                          "seconds": round(wall, 1), "cpu_seconds": round(cpu, 1),
-                                          "threads": 2, "load": load()}
-        print(f"goal: FRD 3000 vs 402 = {result.value:.6f} in {wall:.1f}s (cpu {cpu:.1f}s, load {load()})")
+                                          "seconds": round(wall, 1), "cpu_seconds": round(cpu, 1), "processes": 2,
+                                          "load": load()}
+        print(f"goal: FRD 3000 vs 402 = {result.value:.6f} in {wall:.1f}s, {cpu:.1f} CPU-s (load {load()})")
     (args.out / "summary.json").write_text(json.dumps(report, indent=2) + "\n")
     print(f"written: {args.out / 'summary.json'}, {args.out / 'per_feature.csv'}")
 

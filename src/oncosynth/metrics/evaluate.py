@@ -155,7 +155,7 @@ def evaluate(real: Any, synthetic: Any, train: Any = None, feature_net: Any = DE
     ``frd_max_images``: FRD (PyRadiomics, ~0.2 s per image per core) on a seeded random
     subset of at most this many images per set; None uses every image.
     ``frd_backend``: "batched" (torch, equal to PyRadiomics) or "pyradiomics" (the
-    reference) for the fast FRD path; ``frd_workers`` are its threads or processes.
+    reference) for the fast FRD path; ``frd_workers`` are its processes.
     Returns the metrics dict (also written to ``out/metrics.json`` when ``out`` is given).
     """
     import oncosynth.classifiers  # noqa: F401  (importing these registers their encoder: loaders)

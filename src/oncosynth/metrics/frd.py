@@ -25,7 +25,7 @@ Two paths give the same number:
   package's v1 pipeline step by step (``frd_from_features``).
 
   - ``backend="batched"`` (default): ``oncosynth.metrics.radiomics``, the same
-    398 features computed for whole batches in torch (CPU threads or CUDA),
+    398 features computed for whole batches in torch (CPU processes or CUDA),
     equal to PyRadiomics' to ~1e-11 (bench/frd_parity.py);
   - ``backend="pyradiomics"``: the package's own per-image extraction
     (``process_image_mask_pair`` with its v1 extractor) in a pool of
@@ -169,8 +169,8 @@ def radiomics_features(files: Sequence[str | Path], workers: int = 1, progress: 
                        backend: str = DEFAULT_BACKEND, device: str | None = None) -> np.ndarray:
     """FRD v1 features (N×F) for image files, cached per (backend, file content) in this process.
 
-    ``workers``: processes for PyRadiomics, CPU threads for the batched backend
-    (which runs on ``device`` when given, e.g. "cuda").
+    ``workers``: processes for either backend (the batched one runs on
+    ``device`` instead when given, e.g. "cuda").
     """
     check_backend(backend)
     files = [Path(f) for f in files]
@@ -179,7 +179,7 @@ def radiomics_features(files: Sequence[str | Path], workers: int = 1, progress: 
     if todo and backend == "batched":
         from oncosynth.metrics.radiomics.images import extract_files
 
-        extracted = extract_files([p for _, p in todo], threads=workers, device=device, progress=progress)
+        extracted = extract_files([p for _, p in todo], workers=workers, device=device, progress=progress)
         for (key, _), row in zip(todo, extracted):
             _CACHE[key] = row
     elif todo:

@@ -28,7 +28,14 @@ import numpy as np
 import torch
 
 from oncosynth.errors import ConfigError
-from oncosynth.metrics.radiomics import firstorder, glcm, glrlm, glszm, ngtdm, preprocess, wavelet
+# module imports by full name: importing from the package would import its __init__, which imports this module
+import oncosynth.metrics.radiomics.firstorder as firstorder
+import oncosynth.metrics.radiomics.glcm as glcm
+import oncosynth.metrics.radiomics.glrlm as glrlm
+import oncosynth.metrics.radiomics.glszm as glszm
+import oncosynth.metrics.radiomics.ngtdm as ngtdm
+import oncosynth.metrics.radiomics.preprocess as preprocess
+import oncosynth.metrics.radiomics.wavelet as wavelet
 
 BIN_WIDTH = 5.0
 NORMALIZE_SCALE = 100.0
