@@ -179,6 +179,55 @@ def test_npz_without_images_is_an_error(tmp_path):
         load_dataset(path)
 
 
+# ------------------------------------------------------------- cbis-ddsm ----
+def write_cbis(root: Path) -> Path:
+    """The CBIS-DDSM patch layout of ../shared/data/cbis-ddsm-masses, in miniature (file names as released)."""
+    files = {
+        ("train", "is_benign_true"): ["patientcbis-ddsm__P_00004_image2953_mass3_is_benign_1.png",
+                                      "patientcbis-ddsm__P_00004_image4105_mass4_is_benign_1.png"],
+        ("train", "is_benign_false"): ["patientcbis-ddsm__P_01_x_image77_mass1_is_benign_0.png"],
+        ("val", "is_benign_true"): ["patientcbis-ddsm__P_00100_image5_mass1_is_benign_1.png"],
+        ("val", "is_benign_false"): ["patientcbis-ddsm__P_00101_image6_mass2_is_benign_0.png"],
+        ("test", "is_benign_true"): ["patientcbis-ddsm__P_00200_image7_mass1_is_benign_1.png"],
+        ("test", "is_benign_false"): ["patientcbis-ddsm__P_00201_image8_mass1_is_benign_0.png"],
+    }
+    for (split, folder), names in files.items():
+        for k, name in enumerate(names):
+            write_png(root / split / folder / name, value=len(name) + k)
+    return root
+
+
+def test_cbis_ddsm_layout_labels_splits_and_exact_patient_ids(tmp_path):
+    root = write_cbis(tmp_path / "cbis")
+    assert detect_format(root) == "cbis-ddsm"
+    ds = load_dataset(root)
+    assert ds.format == "cbis-ddsm" and ds.classes == ["benign", "malignant"]
+    got = {(r.split, Path(r.source).name.split("_image")[0], r.label, r.patient) for r in ds}
+    assert got == {  # the patient id is the text between '__' and '_image', whatever it holds
+        ("train", "patientcbis-ddsm__P_00004", "benign", "P_00004"),
+        ("train", "patientcbis-ddsm__P_01_x", "malignant", "P_01_x"),
+        ("val", "patientcbis-ddsm__P_00100", "benign", "P_00100"),
+        ("val", "patientcbis-ddsm__P_00101", "malignant", "P_00101"),
+        ("test", "patientcbis-ddsm__P_00200", "benign", "P_00200"),
+        ("test", "patientcbis-ddsm__P_00201", "malignant", "P_00201"),
+    }
+    assert len(ds) == 7 and sum(r.patient == "P_00004" for r in ds) == 2
+    assert load_images(ds.split("train")).shape == (3, 1, 16, 16)
+
+
+def test_cbis_ddsm_name_and_folder_disagree_or_id_missing(tmp_path):
+    root = write_cbis(tmp_path / "cbis")
+    wrong = root / "test" / "is_benign_true" / "patientcbis-ddsm__P_9_image1_mass1_is_benign_0.png"
+    write_png(wrong)
+    with pytest.raises(DataError, match="is_benign_0.*malignant|folder says benign"):
+        load_dataset(root)
+    wrong.unlink()
+    nameless = write_png(root / "val" / "is_benign_false" / "mass_without_patient.png")
+    with pytest.raises(DataError, match="mass_without_patient.png"):
+        load_dataset(root)
+    nameless.unlink()
+
+
 # ------------------------------------------------------------------ pcam ----
 def write_pcam_h5(folder: Path, split: str, n: int, seed: int = 0) -> None:
     rng = np.random.default_rng(seed)
@@ -207,6 +256,21 @@ def test_pcam_missing_label_file(tmp_path):
     (tmp_path / "pcam" / "camelyonpatch_level_2_split_test_y.h5").unlink()
     with pytest.raises(DataError, match="missing label file"):
         load_dataset(tmp_path / "pcam")
+
+
+def test_pcam_folders_layout(tmp_path):
+    root = tmp_path / "pcam-subset"  # detection needs 'pcam' or 'camelyon' in the path, as in ../shared/data
+    for split, n in (("train", 3), ("valid", 2)):
+        for cls in ("0", "1"):
+            for i in range(n):
+                write_png(root / split / cls / f"patch{split}{cls}{i}.jpg", value=i, size=12, mode="RGB")
+    assert detect_format(root) == "pcam-folders"
+    ds = load_dataset(root)
+    assert ds.format == "pcam-folders" and sorted(ds.classes) == ["metastatic", "normal"]
+    assert {(r.split, r.label) for r in ds} == {("train", "normal"), ("train", "metastatic"),
+                                               ("val", "normal"), ("val", "metastatic")}
+    assert {r.patient for r in ds if r.split == "val" and r.label == "metastatic"} == {"patchvalid10", "patchvalid11"}
+    assert load_images(ds.split("train")).shape == (6, 3, 12, 12)
 
 
 # ----------------------------------------------------------------- dicom ----
