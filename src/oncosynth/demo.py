@@ -42,6 +42,10 @@ def run_demo(out: str | Path = "oncosynth-demo", seed: int = 0) -> Path:
     from oncosynth.study.demo import demo_study
 
     out = Path(out).resolve()
+    if out.exists() and not out.is_dir():
+        from oncosynth.errors import ConfigError
+
+        raise ConfigError(f"{out}: the demo's --out must be a folder, and this is a file")
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     console.print(f"oncosynth demo: every output goes under {out}")
