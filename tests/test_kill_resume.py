@@ -88,7 +88,7 @@ def test_killed_gan_run_resumes_to_the_uninterrupted_weights(tmp_path):
 def test_killed_singan_resumes_to_the_uninterrupted_weights(tmp_path):
     data = _images(tmp_path / "data", 1, classes=("malignant",))
     common = ["train-generator", "--method", "singan", "--preset", "tiny", "--data", str(data),
-              "--class", "malignant", "--images", "1", "--iters", "15", "--min-size", "14", "--max-size", "32",
+              "--class", "malignant", "--images", "1", "--iters", "8", "--min-size", "14", "--max-size", "32",
               "--sifid-net", "none", "--device", "cpu"]
     straight = CliRunner().invoke(app, [*common, "--out", str(tmp_path / "straight")])
     assert straight.exit_code == 0, straight.output
