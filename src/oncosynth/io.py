@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import tempfile
 import threading
+import time
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -59,6 +61,22 @@ def atomic_write(path: str | Path, mode: str = "wb") -> Iterator[Any]:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def set_aside(path: str | Path, problem: str) -> Path:
+    """Rename a damaged file or folder out of the way, beside it, and say so; never delete it.
+
+    The new name starts with ``damaged-`` so no ``step-*``/marker lookup finds
+    it again, and it may still be all that is left of a long run.
+    """
+    path = Path(path)
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    target, n = path.with_name(f"damaged-{stamp}-{path.name}"), 1
+    while target.exists():
+        target, n = path.with_name(f"damaged-{stamp}-{n}-{path.name}"), n + 1
+    os.replace(path, target)
+    logging.getLogger("oncosynth").warning("%s: %s; set aside as %s", path, problem, target.name)
+    return target
 
 
 def write_text(path: str | Path, text: str) -> None:
