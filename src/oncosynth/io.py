@@ -20,6 +20,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from oncosynth.errors import ConfigError
+
 
 def _umask() -> int:
     """The process umask, read without changing it where the OS allows (other threads may be writing)."""
@@ -61,6 +63,25 @@ def atomic_write(path: str | Path, mode: str = "wb") -> Iterator[Any]:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def check_output_folder(path: str | Path, option: str = "--out") -> Path:
+    """Fail before any work when ``path`` cannot be (or become) a folder of outputs."""
+    path = Path(path)
+    if path.exists() or path.is_symlink():
+        if not path.is_dir():
+            raise ConfigError(f"{path}: {option} is a file, not a folder")
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise ConfigError(f"{path}: {option} folder is not writable")
+        return path
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ConfigError(f"{path}: cannot create {option} below {parent}, which is a file")
+            if not os.access(parent, os.W_OK | os.X_OK):
+                raise ConfigError(f"{path}: cannot create {option} in {parent}, which is not writable")
+            break
+    return path
 
 
 def set_aside(path: str | Path, problem: str) -> Path:
