@@ -148,3 +148,14 @@ def test_skip_bad_skips_a_dicom_with_an_unreadable_header(tmp_path):
     result = _run_cli("data", "summary", str(tmp_path / "d"), "--skip-bad", "--json")
     assert result.returncode == 0, result.stderr
     assert [Path(s["file"]).name for s in json.loads(result.stdout)["skipped"]] == ["noise.dcm"]
+
+
+# ------------------------------------------------------------ study config (item 9) ----
+def test_unknown_backbone_is_a_config_error_before_any_cell():
+    from oncosynth.errors import ConfigError
+    from oncosynth.study.config import parse_config
+
+    raw = {"name": "x", "data": {"path": "."}, "model": {"backbone": "resnet1O"},
+           "arms": [{"name": "real", "kind": "real"}], "fractions": [1.0], "seeds": [0]}
+    with pytest.raises(ConfigError, match=r"model: .*unknown backbone 'resnet1O'.*did you mean resnet"):
+        parse_config(raw)
