@@ -1,4 +1,4 @@
-"""Files oncosynth writes and reads back (issue 16): damaged weights are refused, modes honour the umask."""
+"""Files oncosynth writes and reads back (issue 16): corrupt weights are refused, modes honour the umask."""
 
 from __future__ import annotations
 
@@ -53,7 +53,7 @@ def test_checkpoint_records_the_weights_hash_and_refuses_flipped_bytes(tmp_path)
     tensors, _, loaded_manifest = load_checkpoint(folder)
     assert torch.equal(tensors["w"], torch.arange(256.0)) and loaded_manifest[HASH_KEY] == manifest[HASH_KEY]
     flip_tensor_bytes(folder / "weights.safetensors")
-    with pytest.raises(CheckpointError, match=r"weights\.safetensors: damaged weights \(SHA-256"):
+    with pytest.raises(CheckpointError, match=r"weights\.safetensors: corrupt weights \(SHA-256"):
         load_checkpoint(folder)
 
 
@@ -79,8 +79,8 @@ def test_generate_from_flipped_weights_exits_2_naming_the_file(tmp_path):
     flip_tensor_bytes(run / "weights.safetensors")
     result = _cli("generate", str(run), "--n", "2", "--class", "benign", "--out", str(tmp_path / "out"))
     assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert "weights.safetensors: damaged weights" in result.stderr
-    assert not list((tmp_path / "out").glob("*.png"))  # nothing generated from damaged weights
+    assert "weights.safetensors: corrupt weights" in result.stderr
+    assert not list((tmp_path / "out").glob("*.png"))  # nothing generated from corrupt weights
 
 
 def test_classifier_anomaly_detector_and_singan_member_weights_are_verified(tmp_path):
@@ -96,7 +96,7 @@ def test_classifier_anomaly_detector_and_singan_member_weights_are_verified(tmp_
     for name, load in loaders.items():
         load(tmp_path / name)  # intact: loads
         flip_tensor_bytes(tmp_path / name / "weights.safetensors")
-        with pytest.raises(CheckpointError, match=rf"{name}/weights\.safetensors: damaged weights"):
+        with pytest.raises(CheckpointError, match=rf"{name}/weights\.safetensors: corrupt weights"):
             load(tmp_path / name)
 
 

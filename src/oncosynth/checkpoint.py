@@ -69,7 +69,7 @@ def load_checkpoint(folder: str | Path, kind: str | None = None,
         raise CheckpointError(f"{weights_path}: unreadable weights ({exc})") from None
     expected = manifest.get(HASH_KEY)
     if expected is not None and hashlib.sha256(data).hexdigest() != expected:
-        raise CheckpointError(f"{weights_path}: damaged weights (SHA-256 differs from the one recorded "
+        raise CheckpointError(f"{weights_path}: corrupt weights (their SHA-256 differs from the one recorded "
                               f"in {MANIFEST} when it was written)")
     try:
         tensors = {k: v.to(device) for k, v in load_bytes(data).items()}
