@@ -53,7 +53,7 @@ def test_checkpoint_records_the_weights_hash_and_refuses_flipped_bytes(tmp_path)
     tensors, _, loaded_manifest = load_checkpoint(folder)
     assert torch.equal(tensors["w"], torch.arange(256.0)) and loaded_manifest[HASH_KEY] == manifest[HASH_KEY]
     flip_tensor_bytes(folder / "weights.safetensors")
-    with pytest.raises(CheckpointError, match=r"weights\.safetensors: corrupt weights \(SHA-256"):
+    with pytest.raises(CheckpointError, match=r"weights\.safetensors: corrupt weights \(their SHA-256"):
         load_checkpoint(folder)
 
 
