@@ -31,7 +31,7 @@ from typing import MutableMapping
 
 # Iterations of libgomp's pause loop before a waiting thread sleeps (libgomp's own default: 300 000).
 # Chosen from bench/bench_load.py (bench/RESULTS.md "Speed under load").
-SPIN_COUNT = 10_000
+SPIN_COUNT = 2_000
 # Any of these set by the user means the user chose how threads wait.
 USER_KNOBS = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME")
 
