@@ -163,6 +163,34 @@ def decode_record(record: Record) -> np.ndarray:
     return read_image_file(record.source)
 
 
+def stored_size(record: Record) -> tuple[int, int]:
+    """(height, width) as stored, read from the header only (no pixels decoded)."""
+    try:
+        if record.format == "medmnist":
+            return tuple(_npz_arrays(record.source)[record.member].shape[1:3])
+        if record.format == "pcam-h5":
+            return tuple(_h5_dataset(record.source, record.member).shape[1:3])
+        if Path(record.source).suffix.lower() in DICOM_SUFFIXES or record.format == "dicom":
+            import pydicom
+
+            header = pydicom.dcmread(record.source, stop_before_pixels=True)
+            return int(header.Rows), int(header.Columns)
+        with Image.open(record.source) as image:
+            return image.size[1], image.size[0]
+    except Exception:  # noqa: BLE001 - an unreadable file fails, by name, when its pixels are read
+        return -1, -1
+
+
+def describe_sizes(records: Iterable[Record]) -> tuple[int, str]:
+    """How many stored sizes the records have, and a short text (the commonest first) for messages."""
+    from collections import Counter
+
+    sizes = Counter(stored_size(r) for r in records)
+    sizes.pop((-1, -1), None)
+    shown = ", ".join(f"{h}×{w} ({n})" for (h, w), n in sizes.most_common(3))
+    return len(sizes), shown + (", …" if len(sizes) > 3 else "")
+
+
 def read_image(source: str | Path | Record) -> np.ndarray:
     """Decode a file path or a record to H×W×C float32 in [0, 1]."""
     if isinstance(source, Record):
