@@ -21,6 +21,7 @@ with a quiet machine's.
   PYTHONPATH=src .venv/bin/python bench/bench_load.py --out bench/load.json
   PYTHONPATH=src .venv/bin/python bench/bench_load.py --settings default spin=1000 spin=10000 \
       --workloads gan --repeats 3
+  PYTHONPATH=src .venv/bin/python bench/bench_load.py --report bench/load_gan.json bench/load_study.json
 """
 
 from __future__ import annotations
@@ -180,9 +181,13 @@ def main() -> None:
     parser.add_argument("--max-seconds", type=float, default=30.0)
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--report", type=Path, nargs="+", help="print the table of earlier --out files instead")
     args = parser.parse_args()
     if args.child:
         child(args.child, args.steps, args.max_seconds)
+        return
+    if args.report:
+        print(table([row for path in args.report for row in json.loads(path.read_text())["rows"]]))
         return
     rows = []
     for _ in range(args.repeats):  # interleaved, so a change in the machine's load hits every setting alike
