@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from oncosynth.data.decode import convert_images
+from oncosynth.data.transforms import convert_images
 from oncosynth.errors import ConfigError, DataError
 from oncosynth.io import check_output_folder
 import oncosynth.metrics.diversity as diversity

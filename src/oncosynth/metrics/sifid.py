@@ -130,7 +130,7 @@ def evaluate_sifid(real: Any, synthetic: Any, feature_net: str = "random-cnn:0",
     reals, real_names = _load_set(real, size, None, "real")
     channels = int(reals.shape[1])
     size = size or int(max(reals.shape[-2:]))
-    from oncosynth.data.decode import convert_images
+    from oncosynth.data.transforms import convert_images
 
     reals = convert_images(reals, size, channels)
     fakes, fake_names = _load_set(synthetic, size, channels, "synthetic")
