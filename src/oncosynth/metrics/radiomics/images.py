@@ -73,8 +73,11 @@ def extract_files(paths: Sequence[str | Path], workers: int = 1, batch_size: int
     out = np.empty((len(paths), len(feature_names())))
     pool = None
     if on_cpu and workers > 1 and len(groups) > 1:
-        # spawn, not fork: a forked child of a process that already ran OpenMP regions can hang
-        pool = mp.get_context("spawn").Pool(min(workers, len(groups)))
+        # fork, like the PyRadiomics path: spawn re-runs the caller's main module in every worker,
+        # which loops forever in a script without a __main__ guard; torch's fork handler makes a
+        # forked child run its ops single-threaded, so the parent's OpenMP pool is never touched
+        method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
+        pool = mp.get_context(method).Pool(min(workers, len(groups)))
         results = pool.imap(_extract_in_worker, stacks)
     else:
         results = (extract(stack, device=device) for stack in stacks)
