@@ -67,6 +67,7 @@ class Generator(abc.ABC):
         self.step = 0
         self.device = torch.device("cpu")
         self.manifest: dict[str, Any] = {}
+        self.class_counts: torch.Tensor | None = None  # training images per class; set by the training loop
         self.data_shard = SINGLE  # which rows of each global batch this process trains on
 
     # ------------------------------------------------------------ subclass hooks

@@ -209,6 +209,7 @@ def run_training(gen: Generator, data: Any, run_folder: str | Path, steps: int, 
     gen.device = device_t
     seed_everything(seed)
     gen.configure(prepared.classes, prepared.channels, int(target))
+    gen.class_counts = torch.bincount(prepared.labels, minlength=len(prepared.classes))  # fake-label draws
     if context.active:
         _distribute(gen, context)
     config = gen.checkpoint_config()
