@@ -70,7 +70,7 @@ __all__ = ["StyleGAN2ADA", "modulated_conv2d"]
 # What a checkpoint saved before a setting existed was trained with.
 LEGACY: dict[str, Any] = {
     "resample": "bilinear", "conv_clamp": None, "d_map_layers": None, "mbstd_group": 4,
-    "style_mixing": 0.0, "pl_weight": 0.0, "pl_interval": None, "r1_mode": "folded",
+    "style_mixing": 0.0, "pl_weight": 0.0, "pl_interval": 0, "r1_mode": "folded",
     "fake_labels": "uniform", "ada_grey_lumaflip": False, "ada_oversample": False, "ada_p_max": 1.0,
 }
 
@@ -87,7 +87,7 @@ class StyleGAN2ADA(Generator):
     defaults: dict[str, Any] = {
         "size": None, "channels": None,
         "z_dim": 64, "w_dim": 64, "map_layers": 2,
-        "d_map_layers": 2,         # discriminator's label mapping (released code: 8); None: as map_layers
+        "d_map_layers": 2,         # discriminator's label mapping (released code: 8)
         "channel_base": 1024, "channel_max": 64,
         "batch_size": 16,
         "mbstd_group": 4,
@@ -95,9 +95,9 @@ class StyleGAN2ADA(Generator):
         "resample": "fir",         # "fir": the released code's [1,3,3,1] FIR resampling; "bilinear": old
         "conv_clamp": None,        # clamp activations to ±this (released code: 256)
         "r1_gamma": None,          # None: the paper's heuristic 0.0002 * size^2 / batch
-        "r1_interval": 16,         # None: R1 in every D step, no lazy scaling
+        "r1_interval": 16,         # 0: R1 in every D step, no lazy scaling
         "r1_mode": "separate",     # "separate": its own step (released code); "folded": into the D step
-        "pl_weight": 2.0, "pl_interval": 4,  # path-length regulariser; pl_interval None: no lazy G scaling
+        "pl_weight": 2.0, "pl_interval": 4,  # path-length regulariser; pl_interval 0: every step, no lazy scaling
         "pl_batch_shrink": 2, "pl_decay": 0.01,
         "style_mixing": 0.9,       # probability of mixing two ws in a generated image
         "fake_labels": "data",     # "data": class frequencies of the training set; "uniform"
@@ -132,7 +132,8 @@ class StyleGAN2ADA(Generator):
     def from_config(cls, config: dict[str, Any], where: str = "checkpoint") -> "StyleGAN2ADA":
         saved = config.get("config")
         if isinstance(saved, dict):
-            config = {**config, "config": {**{k: v for k, v in LEGACY.items() if k not in saved}, **saved}}
+            legacy = {**LEGACY, "d_map_layers": saved.get("map_layers")}  # D's mapping followed G's
+            config = {**config, "config": {**{k: v for k, v in legacy.items() if k not in saved}, **saved}}
         return super().from_config(config, where)
 
     def build(self) -> None:
@@ -141,8 +142,8 @@ class StyleGAN2ADA(Generator):
         clamp = float(cfg["conv_clamp"]) if cfg["conv_clamp"] is not None else None
         self.G = StyleGenerator(k, self.channels, self.size, cfg["z_dim"], cfg["w_dim"], cfg["map_layers"],
                                 cfg["channel_base"], cfg["channel_max"], cfg["resample"], clamp)
-        d_map = cfg["d_map_layers"] if cfg["d_map_layers"] is not None else cfg["map_layers"]
-        self.D = StyleDiscriminator(k, self.channels, self.size, cfg["channel_base"], cfg["channel_max"], d_map,
+        self.D = StyleDiscriminator(k, self.channels, self.size, cfg["channel_base"], cfg["channel_max"],
+                                    cfg["d_map_layers"],
                                     resample=cfg["resample"], conv_clamp=clamp, mbstd_group=cfg["mbstd_group"])
         for module in self.G.modules():
             if hasattr(module, "fused"):
@@ -168,7 +169,7 @@ class StyleGAN2ADA(Generator):
         if not 0 <= float(cfg["style_mixing"]) <= 1:
             raise ConfigError(f"{self.name}: style_mixing is a probability, not {cfg['style_mixing']}")
 
-    def _adam(self, net: nn.Module, reg_interval: int | None) -> torch.optim.Adam:
+    def _adam(self, net: nn.Module, reg_interval: int) -> torch.optim.Adam:
         # Lazy regularisation (paper, App. B): lr and betas scaled by I / (I + 1).
         ratio = reg_interval / (reg_interval + 1) if reg_interval else 1.0
         return torch.optim.Adam(net.parameters(), lr=self.config["lr"] * ratio,
@@ -270,7 +271,7 @@ class StyleGAN2ADA(Generator):
             fakes, _ = self.run_G(torch.randn(n, self.z_dim, device=dev), c)
         loss_fake = F.softplus(self.D(self.augment(fakes), c)).mean()
         r1_interval = cfg["r1_interval"] or 1
-        folded = self.r1_gamma > 0 and (cfg["r1_interval"] is None or (
+        folded = self.r1_gamma > 0 and (not cfg["r1_interval"] or (
             cfg["r1_mode"] == "folded" and (self.step + 1) % r1_interval == 0))
         real_logits, r1 = self._real_logits(reals, labels, with_r1=folded)
         loss_D = loss_fake + F.softplus(-real_logits).mean()
@@ -281,7 +282,7 @@ class StyleGAN2ADA(Generator):
         self._step(self.opt_D, self.D, loss_D)
 
         # Dreg: R1 on reals as a step of its own, every r1_interval steps.
-        if (self.r1_gamma > 0 and cfg["r1_interval"] is not None and cfg["r1_mode"] == "separate"
+        if (self.r1_gamma > 0 and cfg["r1_interval"] and cfg["r1_mode"] == "separate"
                 and self.step % r1_interval == 0):
             _, r1 = self._real_logits(reals, labels, with_r1=True)
             self._step(self.opt_D, self.D, r1.mean() * (self.r1_gamma / 2) * r1_interval)
