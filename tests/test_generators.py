@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 from oncosynth.errors import CheckpointError, ConfigError, OncosynthError
 from oncosynth.generators import create_generator, latest_checkpoint, list_generators, load_generator
-from oncosynth.generators.augment import AdaController, AugmentPipe
+from oncosynth.generators.ada import AdaController, AugmentPipe
 from oncosynth.generators.stylegan2 import modulated_conv2d
 from oncosynth.generators.training import TrainingDiverged
 
@@ -83,6 +83,21 @@ def test_registry_names_and_aliases():
         create_generator("cdcgan", widht=8)
     with pytest.raises(ConfigError, match="unknown preset"):
         create_generator("stylegan2-ada", preset="huge")
+
+
+def test_every_generator_implements_the_whole_protocol():
+    # one protocol for all four: nothing abstract is left, and the step-wise hooks exist only on the GANs
+    import inspect
+
+    from oncosynth.generators import Generator, generator_class
+    from oncosynth.generators.gan import SteppedGAN
+
+    assert set(list_generators()) == {"cdcgan", "stylegan2-ada", "singan", "style-transfer"}
+    for name in list_generators():
+        cls = generator_class(name)
+        assert issubclass(cls, Generator) and not inspect.isabstract(cls), name
+        assert issubclass(cls, SteppedGAN) == (name in ("cdcgan", "stylegan2-ada")), name
+        assert hasattr(cls, "train_step") == issubclass(cls, SteppedGAN), name
 
 
 # ------------------------------------------------------------------ train, sample, save, load

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from oncosynth.generators.augment import SYM6
+from oncosynth.generators.ada import SYM6
 from oncosynth.generators.resample import conv2d_resample, downsample2d, setup_filter, upfirdn2d, upsample2d
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])

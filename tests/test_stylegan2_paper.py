@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from oncosynth.generators import create_generator
-from oncosynth.generators.augment import AugmentPipe, _eye, _scale
+from oncosynth.generators.ada import AugmentPipe, _eye, _scale
 from oncosynth.generators.stylegan2 import StyleGAN2ADA
 
 TINY = {"size": 32, "z_dim": 8, "w_dim": 8, "map_layers": 1, "d_map_layers": 1, "channel_base": 128,

@@ -32,7 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from oncosynth.classifiers.augment import AugmentConfig, augment_batch
 from oncosynth.classifiers.model import Classifier
 from oncosynth.classifiers.scores import selection_score
-from oncosynth.distributed import SINGLE, DistContext, broadcast_parameters, check_batch, globalise_batchnorm
+from oncosynth.parallel.distributed import SINGLE, DistContext, broadcast_parameters, check_batch, globalise_batchnorm
 from oncosynth.errors import ConfigError
 
 STATE_FILE = "train_state.pt"
@@ -120,7 +120,7 @@ def train_classifier(model: Classifier, train: tuple[torch.Tensor, torch.Tensor]
     ``train``/``val`` are (images uint8 N×C×H×W, labels int64). With
     ``state_dir`` the run resumes from its last finished epoch.
 
-    ``context`` (from :func:`oncosynth.distributed.init_distributed`, under torchrun): the
+    ``context`` (from :func:`oncosynth.parallel.distributed.init_distributed`, under torchrun): the
     model is wrapped in ``DistributedDataParallel``, ``config.batch_size`` is the global batch
     of which each rank trains on rows ``rank::world``, BatchNorm uses global-batch statistics,
     and only rank 0 writes the resume state.

@@ -49,7 +49,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from oncosynth.errors import ConfigError
-from oncosynth.generators.base import Generator, register_generator
+from oncosynth.generators.gan import SteppedGAN
+from oncosynth.generators.registry import register_generator
 
 
 def _stages(size: int) -> int:
@@ -141,7 +142,7 @@ CHOICES = {"d_kernel": (4, 6), "norm": ("batch", "instance"), "real_range": ("si
 
 
 @register_generator("mcgan")
-class ConditionalDCGAN(Generator):
+class ConditionalDCGAN(SteppedGAN):
     """Class-conditional DCGAN (MCGAN). ``preset="paper"`` is the released configuration.
 
     ``cpu`` (also the default): the released losses and schedule at width 16, keeping what pays off

@@ -1,7 +1,7 @@
 """StyleGAN2-ADA (Karras et al. 2020), class-conditional, in plain PyTorch.
 
 The networks are in :mod:`oncosynth.generators.stylegan2_networks`, the
-augmentation in :mod:`oncosynth.generators.augment`; this module holds the
+augmentation in :mod:`oncosynth.generators.ada`; this module holds the
 losses, regularisers and schedule. One ``train_step`` is one minibatch of
 the released code's training loop (NVlabs/stylegan2-ada-pytorch), in its
 order of phases:
@@ -61,8 +61,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from oncosynth.errors import ConfigError
-from oncosynth.generators.augment import AdaController, AugmentPipe
-from oncosynth.generators.base import Generator, register_generator
+from oncosynth.generators.ada import AdaController, AugmentPipe
+from oncosynth.generators.gan import SteppedGAN
+from oncosynth.generators.registry import register_generator
 from oncosynth.generators.stylegan2_networks import StyleDiscriminator, StyleGenerator, modulated_conv2d
 
 __all__ = ["StyleGAN2ADA", "modulated_conv2d"]
@@ -82,7 +83,7 @@ _PAPER: dict[str, Any] = {
 
 
 @register_generator("stylegan2", "stylegan2ada")
-class StyleGAN2ADA(Generator):
+class StyleGAN2ADA(SteppedGAN):
     name = "stylegan2-ada"
     defaults: dict[str, Any] = {
         "size": None, "channels": None,

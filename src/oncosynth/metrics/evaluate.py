@@ -28,9 +28,10 @@ import torch
 
 from oncosynth.data.decode import convert_images
 from oncosynth.errors import ConfigError, DataError
-from oncosynth.metrics import diversity, fidelity
-from oncosynth.metrics import frd as frd_lib
-from oncosynth.metrics import memorisation as mem_lib
+import oncosynth.metrics.diversity as diversity
+import oncosynth.metrics.fidelity as fidelity
+import oncosynth.metrics.frd as frd_lib
+import oncosynth.metrics.memorisation as mem_lib
 
 DEFAULT_FEATURE_NET = "inception:download"
 
@@ -58,10 +59,9 @@ class ImageSet:
 
 def as_image_set(item: Any, role: str, label_from_name: bool = False) -> ImageSet:
     """A path, a ``Dataset``, a tensor, or ``(tensor, class names)`` -> ``ImageSet``."""
-    from oncosynth.data import Dataset, load_dataset
+    from oncosynth.data import Dataset, as_dataset
 
-    if isinstance(item, (str, Path)):
-        item = load_dataset(item, label_from_name=label_from_name)
+    item = as_dataset(item, label_from_name=label_from_name)
     if isinstance(item, Dataset):
         if len(item) == 0:
             raise DataError(item.root or role, f"the {role} set is empty")
@@ -156,8 +156,12 @@ def evaluate(real: Any, synthetic: Any, train: Any = None, feature_net: Any = DE
     subset of at most this many images per set; None uses every image.
     Returns the metrics dict (also written to ``out/metrics.json`` when ``out`` is given).
     """
+    import oncosynth.classifiers  # noqa: F401  (importing these registers their encoder: loaders)
+    import oncosynth.quality.anomaly  # noqa: F401
     from oncosynth.features import create_feature_net, extract_features
-    from oncosynth.runtime import hash_strings, make_manifest, resolve_device, seed_everything
+    from oncosynth.runtime.devices import resolve_device
+    from oncosynth.runtime.manifest import hash_strings, make_manifest
+    from oncosynth.runtime.seeding import seed_everything
 
     seed_everything(seed)
     timer, notes = _Timer(), []
@@ -307,6 +311,6 @@ def write_outputs(out: Path, metrics: dict, sets: list[ImageSet], memo_raw: dict
                 row += [f"{r.ratio[j]:.4f}", f"{r.distance[j]:.4f}", train.sources[t], train.patients[t]]
             writer.writerow(row)
         write_text(out / "memorisation.csv", buffer.getvalue())
-    from oncosynth.metrics.report import render_evaluation
+    from oncosynth.metrics.page import render_evaluation
 
     write_text(out / "evaluation.html", render_evaluation(metrics, sets, memo_raw))

@@ -1,4 +1,4 @@
-"""report.html for a study: one self-contained page a person reads in a browser.
+"""The study page (``report.html``): one self-contained page a person reads in a browser.
 
 Sections: what was run; per test set the table (mean ± std over seeds, 95%
 bootstrap interval, paired ΔAUROC vs `real`), ROC curves per arm, AUROC
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import matplotlib
 import matplotlib.ticker
@@ -21,11 +21,12 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from oncosynth.io import write_text  # noqa: E402
-from oncosynth.report.html import escape, figure, image_grid, page, paragraph, section, table  # noqa: E402
+from oncosynth.report.html import block, figure, image_grid, page, paragraph, section, table  # noqa: E402
+from oncosynth.study.cells import read_predictions  # noqa: E402
+from oncosynth.study.config import ARM_KINDS, StudyConfig  # noqa: E402
+from oncosynth.study.inputs import Prepared  # noqa: E402
+from oncosynth.study.synthetic import synthetic_for_cell  # noqa: E402
 
-if TYPE_CHECKING:
-    from oncosynth.study.config import StudyConfig
-    from oncosynth.study.run import Prepared
 
 
 def _fmt(mean: float | None, std: float | None = None, low: float | None = None, high: float | None = None) -> str:
@@ -75,8 +76,6 @@ def _table_rows(rows: list[dict], classes: list[str]) -> list[dict[str, Any]]:
 
 def _roc_figure(test: str, records: list[dict], out: Path, classes: list[str], positive: int,
                 fractions: list[float]) -> str:
-    from oncosynth.study.run import read_predictions
-
     variants = list(dict.fromkeys(r["variant"] for r in records))
     colours = plt.get_cmap("tab10")
     fig, axes = plt.subplots(1, len(fractions), figsize=(4.6 * len(fractions), 4.4), squeeze=False)
@@ -133,9 +132,7 @@ def _fraction_figure(test: str, rows: list[dict]) -> str:
     return figure(fig, caption="error bars: standard deviation over seeds")
 
 
-def _samples(config: "StudyConfig", prepared: "Prepared") -> list[str]:
-    from oncosynth.study.run import synthetic_for_cell
-
+def _samples(config: StudyConfig, prepared: Prepared) -> list[str]:
     n = config.report_samples
     if n == 0:
         return []
@@ -145,13 +142,9 @@ def _samples(config: "StudyConfig", prepared: "Prepared") -> list[str]:
     real_rows = [image_grid(prepared.train_images[index[real_labels == c][:n]].float() / 255, nrow=n,
                             caption=f"real · {name}") for c, name in enumerate(prepared.classes)]
     parts.append(section("Real training images (every arm that trains on real data)",
-                         "<div>" + "".join(real_rows) + "</div>", level=3))
-    what = {"real": "the real images above", "real+oversample": "the real images above, classes oversampled",
-            "real+synthetic": "the real images above plus these synthetic ones",
-            "synthetic-only": "only these synthetic images",
-            "synthetic-pretrain+real-finetune": "pre-trained on these synthetic images, fine-tuned on the real ones"}
+                         block(*real_rows), level=3))
     for arm in config.arms:
-        rows = [paragraph(f"Trains on {what[arm.kind]}.", "muted")]
+        rows = [paragraph(f"Trains on {ARM_KINDS[arm.kind].trains_on}.", "muted")]
         if arm.synthetic is not None:
             images, labels = synthetic_for_cell(prepared, arm, real_labels, config.seeds[0],
                                                 config.data.size, config.data.channels)
@@ -159,11 +152,11 @@ def _samples(config: "StudyConfig", prepared: "Prepared") -> list[str]:
                 picked = images[labels == c][:n]
                 rows.append(image_grid(picked.float() / 255, nrow=n, caption=f"synthetic · {name}")
                             if len(picked) else paragraph(f"no synthetic {name} images in this arm", "muted"))
-        parts.append(section(f"{arm.name}", "<div>" + "".join(rows) + "</div>", level=3))
+        parts.append(section(f"{arm.name}", block(*rows), level=3))
     return parts
 
 
-def write_report(path: Path, config: "StudyConfig", prepared: "Prepared", records: list[dict],
+def write_report(path: Path, config: StudyConfig, prepared: Prepared, records: list[dict],
                  rows: list[dict], out: Path) -> Path:
     classes, positive = prepared.classes, prepared.positive
     fractions = sorted(config.fractions)
