@@ -102,3 +102,12 @@ def test_bad_options_and_legacy_checkpoints():
     restored = ConditionalDCGAN.from_config({**config, "config": old})
     assert (restored.config["d_kernel"], restored.config["leak"], restored.config["norm"]) == (4, 0.2, "batch")
     assert restored.config["d_steps_per_g"] == 1
+
+
+def test_cli_option_strings_become_settings():
+    from oncosynth.cli.generators import parse_options
+
+    assert parse_options(['norm="batch"', "d_steps_per_g=1", "leak=0.2", "loss=sigmoid"]) == {
+        "norm": "batch", "d_steps_per_g": 1, "leak": 0.2, "loss": "sigmoid"}
+    with pytest.raises(ConfigError, match="expected KEY=VALUE"):
+        parse_options(["norm"])
