@@ -17,8 +17,10 @@ naming the file.
 
 from __future__ import annotations
 
+import errno
 import functools
 import io
+import os
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -46,9 +48,28 @@ def _scale_high_bit_depth(array: np.ndarray) -> np.ndarray:
     return np.clip(array / peak, 0.0, 1.0)
 
 
+def missing_path_problem(path: Path) -> str:
+    """Why ``path`` cannot be read: missing, a broken link, or a symlink loop."""
+    if not path.is_symlink():
+        return "no such file or folder"
+    try:
+        os.stat(path)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "symbolic link loop (the link points back to itself)"
+    return f"broken symbolic link (points to {os.readlink(path)}, which does not exist)"
+
+
+def _check_present(path: Path) -> None:
+    if not path.exists():
+        raise DataError(path, missing_path_problem(path))
+
+
 def read_image_file(path: str | Path, data: bytes | None = None) -> np.ndarray:
     """Decode a PNG/JPEG/TIFF/BMP into H×W×C float32 in [0, 1]."""
     path = Path(path)
+    if data is None:
+        _check_present(path)
     try:
         with Image.open(io.BytesIO(data) if data is not None else path) as image:
             image.load()  # forces a full decode: truncated files fail here
@@ -61,7 +82,13 @@ def read_image_file(path: str | Path, data: bytes | None = None) -> np.ndarray:
                 return _to_hwc(np.asarray(image, dtype=np.float32) / 255.0)
             if mode in _SIXTEEN_BIT_MODES:
                 return _to_hwc(_scale_high_bit_depth(np.asarray(image)))
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+    except Image.DecompressionBombError as exc:
+        # a few KB that would decode to gigabytes: refused before any pixel is allocated
+        raise DataError(path, f"image too large to decode safely ({exc})") from None
+    except UnidentifiedImageError:
+        # PIL's own text names the in-memory buffer, not the file
+        raise DataError(path, "unreadable image (not a PNG, JPEG, TIFF or BMP PIL can identify)") from None
+    except (OSError, SyntaxError, ValueError) as exc:
         raise DataError(path, f"unreadable or truncated image ({exc})") from None
     raise DataError(path, f"unsupported image mode '{mode}' (supported: 8-bit L/RGB/RGBA/P, 16-bit I;16)")
 
@@ -72,6 +99,7 @@ def read_dicom(path: str | Path) -> np.ndarray:
     from pydicom.errors import InvalidDicomError
 
     path = Path(path)
+    _check_present(path)
     try:
         ds = pydicom.dcmread(str(path))
         pixels = ds.pixel_array.astype(np.float32)
@@ -98,8 +126,11 @@ def read_dicom(path: str | Path) -> np.ndarray:
 
 @functools.lru_cache(maxsize=8)
 def _npz_arrays(path: str) -> dict[str, np.ndarray]:
-    with np.load(path, allow_pickle=False) as archive:
-        return {k: archive[k] for k in archive.files}
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            return {k: archive[k] for k in archive.files}
+    except (OSError, ValueError, EOFError) as exc:  # object arrays land here: pickle is never loaded
+        raise DataError(path, f"unreadable .npz ({exc})") from None
 
 
 @functools.lru_cache(maxsize=8)
@@ -130,6 +161,34 @@ def decode_record(record: Record) -> np.ndarray:
     if Path(record.source).suffix.lower() in DICOM_SUFFIXES or record.format == "dicom":
         return read_dicom(record.source)
     return read_image_file(record.source)
+
+
+def stored_size(record: Record) -> tuple[int, int]:
+    """(height, width) as stored, read from the header only (no pixels decoded)."""
+    try:
+        if record.format == "medmnist":
+            return tuple(_npz_arrays(record.source)[record.member].shape[1:3])
+        if record.format == "pcam-h5":
+            return tuple(_h5_dataset(record.source, record.member).shape[1:3])
+        if Path(record.source).suffix.lower() in DICOM_SUFFIXES or record.format == "dicom":
+            import pydicom
+
+            header = pydicom.dcmread(record.source, stop_before_pixels=True)
+            return int(header.Rows), int(header.Columns)
+        with Image.open(record.source) as image:
+            return image.size[1], image.size[0]
+    except Exception:  # noqa: BLE001 - an unreadable file fails, by name, when its pixels are read
+        return -1, -1
+
+
+def describe_sizes(records: Iterable[Record]) -> tuple[int, str]:
+    """How many stored sizes the records have, and a short text (the commonest first) for messages."""
+    from collections import Counter
+
+    sizes = Counter(stored_size(r) for r in records)
+    sizes.pop((-1, -1), None)
+    shown = ", ".join(f"{h}×{w} ({n})" for (h, w), n in sizes.most_common(3))
+    return len(sizes), shown + (", …" if len(sizes) > 3 else "")
 
 
 def read_image(source: str | Path | Record) -> np.ndarray:

@@ -83,6 +83,20 @@ class ModelConfig(Strict):
     freeze_backbone: bool = False
     head: Literal["linear", "mlp"] | None = None
 
+    @model_validator(mode="after")
+    def _known_backbone(self) -> "ModelConfig":
+        # checked here, not when the first cell builds its model: otherwise every cell fails in turn
+        import difflib
+
+        import timm
+
+        known = timm.list_models()  # the same list classifiers.model checks when it builds one
+        if self.backbone not in known:
+            close = difflib.get_close_matches(self.backbone, known, n=3)
+            raise ValueError(f"unknown backbone '{self.backbone}' (not a timm model name)"
+                             + (f"; did you mean {', '.join(close)}?" if close else ""))
+        return self
+
 
 class SyntheticSource(Strict):
     """Where synthetic images come from and how many of them an arm uses."""

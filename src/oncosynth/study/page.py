@@ -21,6 +21,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from oncosynth.io import write_text  # noqa: E402
+from oncosynth.pretrain.loop import initialisation_of  # noqa: E402
 from oncosynth.report.html import block, figure, image_grid, page, paragraph, section, table  # noqa: E402
 from oncosynth.study.cells import read_predictions  # noqa: E402
 from oncosynth.study.config import ARM_KINDS, StudyConfig  # noqa: E402
@@ -164,7 +165,7 @@ def write_report(path: Path, config: StudyConfig, prepared: Prepared, records: l
     intro = [
         paragraph(f"Data: {config.data.path} at {config.data.size} px, {config.data.channels} channel(s); "
                   f"classes {classes}, positive class '{classes[positive]}'. Model: {config.model.backbone}"
-                  f"{' (pretrained: ' + str(config.model.pretrained) + ')' if config.model.pretrained else ' from scratch'}"
+                  f", initialised from {initialisation_of(config.model.pretrained)}"
                   f"{', frozen backbone' if config.model.freeze_backbone else ''}. "
                   f"Training: {config.train.epochs} epochs, batch {config.train.batch_size}, lr {config.train.lr}, "
                   f"selection on validation {config.train.select_on.upper()}."),

@@ -8,7 +8,6 @@ resumed under another executor.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from pathlib import Path
@@ -20,11 +19,11 @@ from tqdm.auto import tqdm
 from oncosynth.parallel.distributed import SINGLE, init_distributed, shutdown
 from oncosynth.errors import ConfigError, WorkFailed
 from oncosynth.parallel.executor import Executor, LocalExecutor, Outcome, Unit, create_executor
-from oncosynth.io import write_json
+from oncosynth.io import check_output_folder, write_json
 from oncosynth.runtime.devices import resolve_device
 from oncosynth.runtime.manifest import make_manifest
 from oncosynth.study.aggregate import aggregate, write_csv
-from oncosynth.study.cells import Cell, cell_fingerprint, cell_resources, cell_unit, plan_cells
+from oncosynth.study.cells import MARKER, Cell, cell_fingerprint, cell_resources, cell_unit, plan_cells, read_marker
 from oncosynth.study.config import StudyConfig, load_config
 from oncosynth.study.inputs import keep_prepared, prepare
 from oncosynth.study.page import write_report
@@ -47,7 +46,7 @@ def run_study(config: StudyConfig | str | Path, out: str | Path = "study-out", d
     """
     if not isinstance(config, StudyConfig):
         config = load_config(config)
-    out = Path(out).resolve()
+    out = check_output_folder(Path(out).resolve())
     context = SINGLE
     if distributed:
         if executor not in (None, "local") or (executor_options or {}).get("workers"):
@@ -66,9 +65,9 @@ def run_study(config: StudyConfig | str | Path, out: str | Path = "study-out", d
     records: dict[str, dict] = {}
     todo = []
     for cell in cells:
-        marker = out / "cells" / cell.id / "metrics.json"
-        if marker.is_file():
-            record = json.loads(marker.read_text())
+        marker = out / "cells" / cell.id / MARKER
+        record = read_marker(marker)
+        if record is not None:
             if record.get("fingerprint", cell_fingerprint(config, cell)) != cell_fingerprint(config, cell):
                 raise ConfigError(f"{marker.parent} was computed with other settings than this config; "
                                   "use another --out folder or delete that cell")
