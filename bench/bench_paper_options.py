@@ -30,7 +30,7 @@ STYLEGAN2 = [
     ("no style mixing", {"style_mixing": 0.0}),
     ("no path-length reg", {"pl_weight": 0.0, "pl_interval": 0}),
     ("R1 folded into D step (old)", {"r1_mode": "folded"}),
-    ("no 2x oversampled ADA warp", {"ada_oversample": False}),
+    ("2x oversampled ADA warp (released)", {"ada_oversample": True}),
     ("fused modulation", {"fused_modconv": True}),
 ]
 MCGAN = [

@@ -46,6 +46,7 @@ def test_paper_preset_is_the_released_default_configuration():
     assert (cfg["z_dim"], cfg["w_dim"], cfg["conv_clamp"], cfg["batch_size"]) == (512, 512, 256, 32)
     assert (cfg["style_mixing"], cfg["pl_weight"], cfg["pl_interval"], cfg["r1_interval"]) == (0.9, 2.0, 4, 16)
     assert gen.r1_gamma == pytest.approx(0.0002 * 64 ** 2 / 32)
+    assert gen.augment.oversample and gen.augment.grey_lumaflip and gen.ada.p_max is None
     # Lazy regularisation: Adam's lr and betas scaled by I / (I + 1); G at 0.002 and 0.99 ** 0.8.
     g_group, d_group = gen.opt_G.param_groups[0], gen.opt_D.param_groups[0]
     assert g_group["lr"] == pytest.approx(0.002) and g_group["betas"][1] == pytest.approx(0.99 ** 0.8)

@@ -39,11 +39,13 @@ Presets:
 * ``paper256``: the released ``--cfg=paper256`` (8 mapping layers, batch 64,
   minibatch-std groups of 8, gamma 1, EMA 20 kimg without ramp-up).
 * ``cpu`` (the default when no preset is given; ``small`` is its old name):
-  the same losses, regularisers, FIR resampling, label draws and ADA as
-  ``paper``, at a size that trains on 2 CPU cores (z = w = 64, 2 + 2 mapping
-  layers, at most 64 channels, batch 16, ADA adjusted every 16 steps at 100
-  kimg so p can move within a short run); see bench/RESULTS.md for what each
-  option costs per step.
+  the same losses, regularisers, FIR resampling and label draws as ``paper``,
+  at a size that trains on 2 CPU cores (z = w = 64, 2 + 2 mapping layers, at
+  most 64 channels, batch 16, no activation clamp), ADA adjusted every 16
+  steps at 100 kimg so p can move within a short run, and ADA's geometric
+  warp sampled directly instead of 2× oversampled (that costs 40 % of a step
+  once p > 0; every other released option costs at most a few per cent:
+  bench/RESULTS.md).
 
 Checkpoints written before these settings existed load with the behaviour
 they were trained with (bilinear resampling, no path-length regulariser or
@@ -79,6 +81,7 @@ _CPU: dict[str, Any] = {}  # the defaults below are the cpu preset
 _PAPER: dict[str, Any] = {
     "z_dim": 512, "w_dim": 512, "map_layers": 2, "d_map_layers": 8, "channel_base": 16384, "channel_max": 512,
     "batch_size": 32, "conv_clamp": 256, "ada_kimg": 500, "ada_interval": 4, "ada_p_max": None,
+    "ada_oversample": True,
 }
 
 
@@ -114,7 +117,7 @@ class StyleGAN2ADA(SteppedGAN):
         "ada": True,               # False: fixed p = augment_p
         "ada_p_max": 1.0,          # None: p unbounded above, as released (p >= 1 augments alike)
         "ada_grey_lumaflip": True,  # grey images are inverted by the luma flip, as released
-        "ada_oversample": True,    # geometric transforms at 2× with a wavelet filter, as released
+        "ada_oversample": False,   # True: geometric transforms at 2× with a wavelet filter, as released
         "truncation": 1.0,         # psi used by sample()
         "fused_modconv": False,    # True: grouped-conv modulation (the paper's trick; slower on CPU)
     }
