@@ -138,6 +138,17 @@ def convert_uint8(images: torch.Tensor, size: int | None, channels: int | None, 
     return torch.cat(out)
 
 
+def split_leakage(data: Any, allow: bool) -> list[dict]:
+    """For a Dataset with a train split: the patients in two splits (a DataError naming them unless
+    ``allow``). Tensors carry no patients: nothing to check."""
+    from oncosynth.data import Dataset
+    from oncosynth.data.splits import guard_leakage
+
+    if not isinstance(data, Dataset) or "train" not in data.splits:
+        return []
+    return guard_leakage(data, allow=allow, how_to_allow="pass --allow-leakage (allow_leakage=True)")
+
+
 def _from_dataset(dataset: Any, size: int | None, channels: int | None) -> TrainingData:
     try:
         from oncosynth.data import Dataset, cached_tensors, load_images
@@ -174,8 +185,12 @@ def run_training(gen: Generator, data: Any, run_folder: str | Path, steps: int, 
                  resume: bool = True, checkpoint_every: int | None = None, sample_every: int | None = None,
                  log_every: int = 10, tensorboard: bool = False, progress: bool = True,
                  classes: list[str] | None = None, keep_checkpoints: int = 2,
-                 distributed: bool = False) -> Generator:
+                 distributed: bool = False, allow_leakage: bool = False) -> Generator:
     """Train ``gen`` until it has taken ``steps`` steps, checkpointing into ``run_folder``.
+
+    A data set whose splits share a patient stops here, before any work (a generator trained on the
+    train split would otherwise copy test patients into synthetic training data), unless
+    ``allow_leakage``; then the manifest lists those patients under ``leakage``.
 
     ``distributed=True`` (under ``torchrun``): data-parallel over the launched processes,
     ``batch_size`` being the global batch; see :mod:`oncosynth.parallel.distributed`.
@@ -203,6 +218,7 @@ def run_training(gen: Generator, data: Any, run_folder: str | Path, steps: int, 
                           f"resume it or choose another --out (nothing was overwritten)")
 
     # Data first: its size, channels and classes fix the networks.
+    leakage = split_leakage(data, allow_leakage)
     target = gen.config.get("size")
     if target is not None:
         gen.check_size(int(target))
@@ -224,7 +240,8 @@ def run_training(gen: Generator, data: Any, run_folder: str | Path, steps: int, 
     run_config = {"method": gen.name, "preset": gen.preset, "config": gen.config, "classes": gen.classes,
                   "channels": gen.channels, "size": gen.size, "batch_size": batch_size, "seed": seed}
     manifest = make_manifest(config["kind"], run_config, seed=seed, data_hash=prepared.data_hash,
-                             data_source=prepared.source, n_train=len(prepared.images))
+                             data_source=prepared.source, n_train=len(prepared.images),
+                             **({"leakage": leakage} if leakage else {}))
 
     if latest is not None:
         latest = resume_newest_intact(gen, run, run_config, prepared.data_hash, device_t)

@@ -82,7 +82,7 @@ def plan_cells(config: StudyConfig) -> list[Cell]:
 
 def cell_fingerprint(config: StudyConfig, cell: Cell) -> str:
     """Everything that decides a cell's result; a resumed study refuses cells made differently."""
-    parts = {"data": config.data.model_dump(mode="json"), "model": config.model.model_dump(mode="json"),
+    parts = {"data": config.data.model_dump(mode="json", exclude={"allow_leakage"}), "model": config.model.model_dump(mode="json"),
              "train": config.train.model_dump(mode="json"), "arm": cell.arm.model_dump(mode="json"),
              "dp": config.dp.model_dump(mode="json") if cell.epsilon is not None else None,
              "epsilon": cell.epsilon, "fraction": cell.fraction, "seed": cell.seed}

@@ -67,6 +67,7 @@ class DataConfig(Strict):
     val_split: str = "val"
     test_split: str = "test"
     positive_class: str | None = Field(None, description="default: 'malignant' if present, else the last class")
+    allow_leakage: bool = Field(False, description="run although a patient is in two of the splits (reported)")
 
 
 class ExternalTest(Strict):

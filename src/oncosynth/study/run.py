@@ -32,7 +32,7 @@ from oncosynth.study.page import write_report
 def run_study(config: StudyConfig | str | Path, out: str | Path = "study-out", device: str = "auto",
               progress: bool = True, executor: Executor | str | None = None,
               executor_options: dict[str, Any] | None = None, threads_per_cell: int = 1,
-              distributed: bool = False, gpus_per_cell: float = 1.0) -> Path:
+              distributed: bool = False, gpus_per_cell: float = 1.0, allow_leakage: bool = False) -> Path:
     """Run (or resume) every cell, then write results.json, results.csv and report.html; return the report path.
 
     ``executor`` decides where cells run: ``None``/``"local"`` (in this process unless
@@ -43,9 +43,13 @@ def run_study(config: StudyConfig | str | Path, out: str | Path = "study-out", d
 
     ``distributed=True`` (under torchrun): each cell in turn is trained data-parallel by all
     ranks (DDP); rank 0 writes the cells and the results.
+    ``allow_leakage``: run although a patient is in two splits (otherwise a DataError naming them);
+    results.json and the report then list those patients.
     """
     if not isinstance(config, StudyConfig):
         config = load_config(config)
+    if allow_leakage:  # the CLI's --allow-leakage, same as data.allow_leakage: true in the config
+        config = config.model_copy(update={"data": config.data.model_copy(update={"allow_leakage": True})})
     out = check_output_folder(Path(out).resolve())
     context = SINGLE
     if distributed:
@@ -112,6 +116,7 @@ def run_study(config: StudyConfig | str | Path, out: str | Path = "study-out", d
                              device=str(device), cells=len(cells))
     write_json(out / "results.json", {"manifest": manifest, "classes": prepared.classes,
                                       "positive_class": prepared.classes[prepared.positive],
+                                      "leakage": prepared.leakage,  # patients in two splits (allowed)
                                       "summary": rows, "cells": ordered})
     write_csv(out / "results.csv", rows)
     report = write_report(out / "report.html", config, prepared, ordered, rows, out)
