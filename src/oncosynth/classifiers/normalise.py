@@ -21,13 +21,14 @@ import torch.nn as nn
 InputNorm = Literal["none", "standardise", "percentile"]
 NORMS = ("none", "standardise", "percentile")
 EPS = 1e-6
+STD_FLOOR = 1e-3  # under a quarter of an 8-bit grey level: a flat image, not contrast to amplify
 
 
 def standardise(x: torch.Tensor) -> torch.Tensor:
-    """N×C×H×W -> each image with mean 0 and (population) std 1; a flat image becomes 0."""
+    """N×C×H×W -> each image with mean 0 and (population) std 1; a flat image becomes ~0."""
     mean = x.mean(dim=(1, 2, 3), keepdim=True)
     std = x.std(dim=(1, 2, 3), keepdim=True, correction=0)
-    return (x - mean) / std.clamp(min=EPS)
+    return (x - mean) / std.clamp(min=STD_FLOOR)
 
 
 def percentile_scale(x: torch.Tensor, low: float = 1.0, high: float = 99.0) -> torch.Tensor:
