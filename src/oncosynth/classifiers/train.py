@@ -31,12 +31,13 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from oncosynth.classifiers.augment import AugmentConfig, augment_batch
 from oncosynth.classifiers.model import Classifier
-from oncosynth.classifiers.normalise import predict_batch_proba
-from oncosynth.classifiers.recipe import RecipeOptions, prepare_recipe, recipe_scheduler
-from oncosynth.classifiers.regularise import mix_batch
 from oncosynth.classifiers.scores import selection_score
 from oncosynth.parallel.distributed import SINGLE, DistContext, broadcast_parameters, check_batch, globalise_batchnorm
 from oncosynth.errors import ConfigError
+# the recipe options (normalisation, TTA, mixing, EMA, one-cycle): classifiers/recipe.py
+from oncosynth.classifiers.normalise import predict_batch_proba
+from oncosynth.classifiers.recipe import RecipeOptions, prepare_recipe, recipe_scheduler
+from oncosynth.classifiers.regularise import mix_batch
 
 STATE_FILE = "train_state.pt"
 
