@@ -2,7 +2,8 @@
 
 ``Classifier`` takes images in [0, 1] (N×C×H×W) and normalises them itself,
 so every caller (training, the study, the metrics' "domain encoder") feeds
-the same thing. ``features(x)`` is the pooled pre-logit embedding.
+the same thing. Per-image normalisation and flip TTA (``set_input_handling``,
+set by training from its config) are part of the model and its checkpoint. ``features(x)`` is the pooled pre-logit embedding.
 
 Pretrained weights come either from timm's hub (``pretrained="timm"``, needs
 the network) or from a local file (``.safetensors`` or a PyTorch state dict,
