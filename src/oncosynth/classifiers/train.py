@@ -34,6 +34,10 @@ from oncosynth.classifiers.model import Classifier
 from oncosynth.classifiers.scores import selection_score
 from oncosynth.parallel.distributed import SINGLE, DistContext, broadcast_parameters, check_batch, globalise_batchnorm
 from oncosynth.errors import ConfigError
+# the recipe options (normalisation, TTA, mixing, EMA, one-cycle): classifiers/recipe.py
+from oncosynth.classifiers.normalise import predict_batch_proba
+from oncosynth.classifiers.recipe import RecipeOptions, prepare_recipe, recipe_scheduler
+from oncosynth.classifiers.regularise import mix_batch
 
 STATE_FILE = "train_state.pt"
 
@@ -46,7 +50,7 @@ class DPConfig(BaseModel):
     max_grad_norm: float = Field(1.0, gt=0)
 
 
-class TrainConfig(BaseModel):
+class TrainConfig(RecipeOptions):  # recipe fields (normalise, mixup, ema, tta, schedule, presets): recipe.py
     model_config = ConfigDict(extra="forbid")
 
     epochs: int = Field(20, ge=1)
@@ -85,7 +89,7 @@ def predict_proba(model: nn.Module, images: torch.Tensor, device: torch.device |
     out = []
     for start in range(0, len(images), batch_size):
         batch = _to_float(images[start : start + batch_size], device)
-        out.append(torch.softmax(model(batch).float(), dim=1).cpu())
+        out.append(predict_batch_proba(model, batch).cpu())  # flip TTA when the model asks for it
     return torch.cat(out).numpy() if out else np.zeros((0, 0))
 
 
@@ -143,6 +147,7 @@ def train_classifier(model: Classifier, train: tuple[torch.Tensor, torch.Tensor]
     if dp is not None and not model.freeze_backbone:
         model.prepare_for_dp()
     model.to(device)
+    ema = prepare_recipe(model, config, dp, context.active)  # recipe: normalisation/TTA on the model, EMA
 
     if context.active:
         globalise_batchnorm(model)
@@ -163,13 +168,14 @@ def train_classifier(model: Classifier, train: tuple[torch.Tensor, torch.Tensor]
     warmup_steps = round(config.warmup_epochs * steps_per_epoch)
     scheduler = torch.optim.lr_scheduler.LambdaLR(  # opacus' DPOptimizer wraps the AdamW it drives
         getattr(optimizer, "original_optimizer", optimizer), lambda s: warmup_cosine(s, total_steps, warmup_steps))
+    scheduler = recipe_scheduler(scheduler, optimizer, config, total_steps)  # recipe: one-cycle in its place
 
     state_path = Path(state_dir) / STATE_FILE if state_dir is not None else None
     start_epoch, best = 0, {"score": -math.inf, "epoch": -1, "weights": None}
     history: list[dict] = []
     train_seconds, train_images = 0.0, 0
-    if state_path is not None and state_path.is_file():
-        saved = torch.load(state_path, map_location="cpu", weights_only=True)
+    saved = _read_state(state_path) if state_path is not None and state_path.is_file() else None
+    if saved is not None:
         model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
@@ -182,6 +188,8 @@ def train_classifier(model: Classifier, train: tuple[torch.Tensor, torch.Tensor]
         train_seconds, train_images = saved["train_seconds"], saved["train_images"]
 
     started = time.perf_counter()
+    if ema is not None and start_epoch > 0:  # recipe: the EMA shadow of the resumed state
+        ema.load(state_path.parent, start_epoch)
     stopped_early = None
     for epoch in range(start_epoch, config.epochs):
         model.train()
@@ -192,6 +200,7 @@ def train_classifier(model: Classifier, train: tuple[torch.Tensor, torch.Tensor]
             xb, yb = _to_float(xb, device), yb.to(device, non_blocking=True)
             if config.augment:
                 xb = augment_batch(xb, config.augmentations, generator)
+            xb, targets = mix_batch(xb, yb, num_classes, config.mixup, config.cutmix, config.mix_prob, generator)
             if context.active:  # every rank drew (and augmented) the global batch; keep this rank's rows
                 denominator = weight[yb].sum() if weight is not None else torch.tensor(float(len(yb)))
                 xb, yb = context.share(xb), context.share(yb)
@@ -206,13 +215,17 @@ def train_classifier(model: Classifier, train: tuple[torch.Tensor, torch.Tensor]
                 loss = F.cross_entropy(logits, yb, weight=weight, label_smoothing=config.label_smoothing,
                                        reduction="sum") * (context.world_size / denominator.to(device))
             else:
-                loss = F.cross_entropy(logits, yb, weight=weight, label_smoothing=config.label_smoothing)
+                loss = F.cross_entropy(logits, targets, weight=weight, label_smoothing=config.label_smoothing)
             loss.backward()
             optimizer.step()
             scheduler.step()
+            if ema is not None:  # recipe
+                ema.update(model)
             seen += len(yb)
             loss_sum += float(loss.detach()) * len(yb)
         epoch_seconds = time.perf_counter() - epoch_start
+        if ema is not None:  # recipe: validate (and select) the EMA weights
+            ema.swap_in(model)
         train_seconds += epoch_seconds
         train_images += seen
 
@@ -226,6 +239,10 @@ def train_classifier(model: Classifier, train: tuple[torch.Tensor, torch.Tensor]
         if not np.isnan(score) and score > best["score"]:
             best = {"score": score, "epoch": epoch + 1,
                     "weights": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
+        if ema is not None:  # recipe: back to the live weights; the shadow goes beside the resume state
+            ema.swap_out(model)
+            if state_path is not None and context.is_main:
+                ema.save(state_path.parent, epoch + 1)
         if state_path is not None and context.is_main:
             _save_state(state_path, model, optimizer, scheduler, generator, engine, epoch + 1, history, best,
                         train_seconds, train_images)
@@ -295,6 +312,27 @@ def _make_private(model: Classifier, optimizer, images, labels, config: TrainCon
             target_epsilon=dp.epsilon, target_delta=dp.delta, epochs=config.epochs,
             max_grad_norm=dp.max_grad_norm, grad_sample_mode="hooks")
     return engine, private_module, private_optimizer, private_loader
+
+
+_STATE_KEYS = ("model", "optimizer", "scheduler", "generator", "torch_rng", "epoch", "history", "best",
+               "best_score", "best_epoch", "train_seconds", "train_images", "accountant")
+
+
+def _read_state(path: Path) -> dict | None:
+    """The resume state, or None after setting a damaged one aside (the unit then restarts from epoch 0)."""
+    from oncosynth.io import set_aside
+
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+        missing = [k for k in _STATE_KEYS if k not in saved] if isinstance(saved, dict) else ["everything"]
+        problem = f"incomplete resume state (missing {missing})" if missing else None
+    except Exception as exc:  # noqa: BLE001 - truncated or garbled: torch raises several types
+        first_line = (str(exc).splitlines() or [""])[0][:120]
+        problem = f"unreadable resume state ({type(exc).__name__}: {first_line})"
+    if problem is None:
+        return saved
+    set_aside(path, problem + "; training restarts from the first epoch")
+    return None
 
 
 def _save_state(path: Path, model, optimizer, scheduler, generator, engine, epoch, history, best,

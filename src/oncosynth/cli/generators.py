@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Optional
@@ -21,11 +20,11 @@ def train_generator(
     size: Optional[int] = typer.Option(None, "--size", help="Image side (power of two); default: the data's, rounded up."),
     steps: Optional[int] = typer.Option(None, "--steps", help="Total training steps (default 2000; a resumed run continues to this)."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Default: the method's."),
-    preset: Optional[str] = typer.Option(None, "--preset", help="cdcgan: paper | cpu; stylegan2-ada: small | full; singan: paper | mammo | tiny; ddpm: cpu | paper."),
+    preset: Optional[str] = typer.Option(None, "--preset", help="cdcgan: paper | cpu; stylegan2-ada: cpu | paper | paper256; singan: paper | mammo | tiny; ddpm: cpu | paper."),
     width: Optional[int] = typer.Option(None, "--width", help="cdcgan only: base channel width (paper 64)."),
-    settings: Optional[list[str]] = typer.Option(None, "--set", help="Any generator option as KEY=VALUE (repeat; "
-                                                 "VALUE read as JSON, else text), e.g. ddpm: --set schedule=linear "
-                                                 "--set prediction=epsilon --set 'widths=[32,64,128]'."),
+    option: Optional[list[str]] = typer.Option(None, "--option", metavar="KEY=VALUE",
+                                               help="cdcgan / stylegan2-ada / ddpm: any other setting, value as JSON "
+                                                    "(e.g. norm=\"batch\", d_steps_per_g=1, resample=\"bilinear\"); repeatable."),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda"),
     seed: int = typer.Option(0, "--seed"),
     resume: bool = typer.Option(True, "--resume/--no-resume", help="Continue from the run's last checkpoint."),
@@ -48,6 +47,8 @@ def train_generator(
     executor: str = typer.Option("local", "--executor", help="singan: where the SinGANs train: local | ray (issue 8)."),
     ray_address: str = typer.Option("auto", "--ray-address", help="singan with --executor ray: auto | HOST:PORT | local."),
     retries: int = typer.Option(0, "--retries", help="singan: further attempts for a SinGAN whose unit fails."),
+    allow_leakage: bool = typer.Option(False, "--allow-leakage",
+                                       help="Train although a patient has images in two splits (recorded in the manifest)."),
 ) -> None:
     """Train a generator: a class-conditional GAN, or a group of single-image SinGANs for one class."""
     from oncosynth.data import load_dataset
@@ -59,7 +60,8 @@ def train_generator(
                    "--sifid-net": sifid_net, "--executor": None if executor == "local" else executor,
                    "--ray-address": None if ray_address == "auto" else ray_address, "--retries": retries or None}
     gan_only = {"--classes": classes or None, "--size": size, "--steps": steps, "--batch-size": batch_size,
-                "--width": width, "--set": settings or None, "--checkpoint-every": checkpoint_every, "--sample-every": sample_every,
+                "--width": width, "--option": option or None,
+                "--checkpoint-every": checkpoint_every, "--sample-every": sample_every,
                 "--tensorboard": tensorboard or None, "--distributed": distributed or None}
     is_singan = generator_class(method).name == "singan"
     misplaced = [k for k, v in (gan_only if is_singan else singan_only).items() if v is not None]
@@ -78,20 +80,39 @@ def train_generator(
 
         with create_executor(executor, **executor_options(executor, workers or 0, ray_address, retries)) as runner:
             gen.fit(dataset, out, class_name=class_name, images=images, image_list=image_list, seed=seed,
-                    workers=workers or 0, resume=resume, device=device, executor=runner)
+                    workers=workers or 0, resume=resume, device=device, executor=runner,
+                    allow_leakage=allow_leakage)
         typer.echo(f"singan: {len(gen.members)} SinGAN(s) of class '{gen.classes[0]}' in {out} "
                    f"(per-SinGAN time and SIFID in {out / 'members.csv'})")
         return
-    options = {"size": size, **_settings(settings or [])}
+    options = {"size": size, **parse_options(option or [])}
     if width is not None:
         options["width"] = width
     gen = create_generator(method, preset=preset, **options)
     gen.fit(dataset, out, steps=steps or 2000, batch_size=batch_size, seed=seed, device=device, resume=resume,
             checkpoint_every=checkpoint_every or 500,
             sample_every=(500 if sample_every is None else sample_every) or None, tensorboard=tensorboard,
-            classes=classes or None, distributed=distributed)
+            classes=classes or None, distributed=distributed, allow_leakage=allow_leakage)
     if not distributed or os.environ.get("RANK", "0") == "0":
         typer.echo(f"{gen.name}: trained {gen.step} steps; model in {out}")
+
+
+def parse_options(items: list[str]) -> dict:
+    """``KEY=VALUE`` strings to settings; a VALUE that is not JSON is taken as a string."""
+    import json
+
+    from oncosynth.errors import ConfigError
+
+    options = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--option {item!r}: expected KEY=VALUE")
+        try:
+            options[key] = json.loads(value)
+        except json.JSONDecodeError:
+            options[key] = value
+    return options
 
 
 @app.command("generate")
@@ -122,18 +143,3 @@ def generate(
                            reject_memorised=reject_memorised, **options)
     typer.echo(f"wrote {len(rows)} images and manifest.csv to {out}")
 
-
-def _settings(pairs: list[str]) -> dict:
-    """``--set KEY=VALUE`` pairs -> options (VALUE parsed as JSON when it is JSON, else kept as text)."""
-    from oncosynth.errors import ConfigError
-
-    options = {}
-    for pair in pairs:
-        key, sep, text = pair.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"--set expects KEY=VALUE, not '{pair}'")
-        try:
-            options[key.strip()] = json.loads(text)
-        except json.JSONDecodeError:
-            options[key.strip()] = text
-    return options

@@ -18,6 +18,24 @@ Example (every key is optional unless marked)::
         synthetic: {folder: ../shared/data/mcgan-synthetic-cbis-ddsm, label_from_name: true, ratio: null}
     fractions: [0.1, 1.0]
     seeds: [0, 1, 2]
+
+Classifier recipe (``train:``; all off by default, so the default trains as it always did):
+``normalise: none|standardise|percentile`` (per image, kept in the classifier checkpoint),
+``augmentations: {crop_scale, elastic, gamma, contrast, brightness, blur, noise, ...}``,
+``mixup``/``cutmix`` (Beta alphas) with ``mix_prob``, ``ema`` (decay; the average is what is
+selected and kept), ``tta: true`` (flip test-time augmentation), ``schedule: one-cycle``.
+Presets set several at once; explicit keys beside them win::
+
+    train: {recipe: mammo}    # 1-channel mammography patches
+    train: {recipe: histo}    # RGB histopathology patches
+
+- ``mammo``: per-image standardisation; flips, 90° turns, random resized crop (area >= 0.75),
+  no rotation/shift/zoom; gamma 0.3, contrast 0.2, brightness 0.1; blur sigma <= 1 px,
+  noise std <= 0.02; EMA 0.99; flip TTA; one-cycle LR.
+- ``histo``: the same with crop area >= 0.6, elastic 0.02 and colour gain 0.1.
+
+The default stays the old recipe: the presets are not yet shown to beat it on CBIS-DDSM
+validation (bench/RESULTS.md, "classifier recipe"). Details: ``oncosynth.classifiers.recipe``.
 """
 
 from __future__ import annotations
@@ -67,6 +85,7 @@ class DataConfig(Strict):
     val_split: str = "val"
     test_split: str = "test"
     positive_class: str | None = Field(None, description="default: 'malignant' if present, else the last class")
+    allow_leakage: bool = Field(False, description="run although a patient is in two of the splits (reported)")
 
 
 class ExternalTest(Strict):
@@ -82,6 +101,20 @@ class ModelConfig(Strict):
     pretrained: str | None = Field(None, description="None, 'timm' (hub download) or a weights file")
     freeze_backbone: bool = False
     head: Literal["linear", "mlp"] | None = None
+
+    @model_validator(mode="after")
+    def _known_backbone(self) -> "ModelConfig":
+        # checked here, not when the first cell builds its model: otherwise every cell fails in turn
+        import difflib
+
+        import timm
+
+        known = timm.list_models()  # the same list classifiers.model checks when it builds one
+        if self.backbone not in known:
+            close = difflib.get_close_matches(self.backbone, known, n=3)
+            raise ValueError(f"unknown backbone '{self.backbone}' (not a timm model name)"
+                             + (f"; did you mean {', '.join(close)}?" if close else ""))
+        return self
 
 
 class SyntheticSource(Strict):

@@ -178,6 +178,12 @@ def write_report(path: Path, config: StudyConfig, prepared: Prepared, records: l
                   "privacy budget, on the same resampled cases; p is the two-sided bootstrap p-value. Threshold "
                   "metrics use the threshold maximising Youden's J on the validation split.", "muted"),
     ]
+    if prepared.leakage:
+        shown = ", ".join(f"{l['patient']} ({'/'.join(l['splits'])})" for l in prepared.leakage[:20])
+        intro.insert(0, paragraph(
+            f"Warning: patient leakage was allowed (data.allow_leakage). {len(prepared.leakage)} patient(s) have "
+            f"images in more than one split, so these results overstate performance on new patients: {shown}"
+            f"{' …' if len(prepared.leakage) > 20 else ''}.", "note"))
     body = [section("Study", *intro)]
     for test in dict.fromkeys(r["test_set"] for r in rows):
         test_rows = [r for r in rows if r["test_set"] == test]
