@@ -303,8 +303,6 @@ def test_a_trained_run_is_a_study_synthetic_source(phantom_train, tmp_path):
     assert sorted(set(labels.tolist())) == [0, 1] and float(images.float().std()) > 0
 
 
-@pytest.mark.xfail(strict=True, reason="regression from main's resume fallback (issue 16): a checkpoint of another "
-                   "method is set aside as 'damaged' and a fresh ddpm run overwrites the cdcgan run's files")
 def test_training_into_another_methods_run_is_refused(tmp_path):
     run = tmp_path / "run"
     create_generator("cdcgan", width=4, size=32).fit(tiny_data(size=32), run, steps=2, **FIT)

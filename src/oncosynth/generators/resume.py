@@ -30,12 +30,25 @@ def resume_newest_intact(gen: Generator, run: Path, run_config: dict[str, Any], 
                          device: torch.device) -> Path | None:
     """Load the newest checkpoint that loads into ``gen``; return it, or None when none is left."""
     while (folder := latest_checkpoint(run)) is not None:
+        _refuse_another_kind(folder, gen)  # outside the try: another method's run is not damage to set aside
         try:
             resume_from(gen, folder, run_config, data_hash, device)
             return folder
         except CheckpointError as exc:
             set_aside(folder, f"damaged checkpoint ({exc}); falling back to the previous one")
     return None
+
+
+def _refuse_another_kind(folder: Path, gen: Generator) -> None:
+    """A readable config.json naming another generator: refuse, leaving the run untouched."""
+    try:
+        kind = str(json.loads((folder / "config.json").read_text()).get("kind", ""))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
+        return  # unreadable: the loader names it as damage
+    wanted = "generator/" + gen.name
+    if kind and not kind.startswith(wanted):
+        raise CheckpointError(f"{folder}: checkpoint holds a '{kind}', expected '{wanted}'; "
+                              f"choose another --out (nothing was changed)")
 
 
 def resume_from(gen: Generator, folder: Path, run_config: dict[str, Any], data_hash: str,
