@@ -1,0 +1,90 @@
+"""Generators trained inside a study, on exactly the real records of one cell.
+
+A synthetic source ``train: {method, steps, options}`` asks for a generator
+per (fraction, seed), fitted on the same real training records as that cell's
+classifier, so the synthetic arm sees no patient the `real` arm does not.
+
+Each generator lives in ``OUT/generators/<key>/``, where the key hashes the
+records and every setting that changes the result (method, steps, options,
+image size, seed): arms and privacy budgets that need the same generator
+share one folder, and a changed setting gets a new one. Inside:
+
+* ``training_data.json``: the records it is trained on (written first, so
+  even a half-trained folder says what it saw);
+* ``run/``: the generator's own run folder (checkpoints; a killed run resumes
+  from its newest checkpoint, through the generator's ``fit``);
+* ``generator.json``: written last, the completion marker (timings).
+
+Any registered generator works: it is made with ``create_generator`` and
+trained with its ``fit(data, run_folder, steps, seed=, device=, progress=)``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from oncosynth.io import write_json
+from oncosynth.runtime import hash_strings
+from oncosynth.study.provenance import TRAINING_DATA_FILE, describe_records, image_name
+
+DONE_FILE = "generator.json"
+GENERATORS_DIR = "generators"
+
+
+def generator_key(records: list[Any], method: str, steps: int, options: dict[str, Any], size: int,
+                  channels: int, seed: int) -> str:
+    """A stable name for one in-study generator: the records it sees plus everything that shapes it."""
+    names = sorted(f"{image_name(r.uid)}|{r.label}|{r.patient}" for r in records)
+    settings = json.dumps({"method": method, "steps": steps, "options": options, "size": size,
+                           "channels": channels, "seed": seed}, sort_keys=True)
+    return f"{method}-{hash_strings(names + [settings])}"
+
+
+def generator_folder(out: str | Path, key: str) -> Path:
+    return Path(out) / GENERATORS_DIR / key
+
+
+def is_trained(folder: Path) -> bool:
+    return (folder / DONE_FILE).is_file()
+
+
+def train_in_study(folder: Path, method: str, steps: int, options: dict[str, Any], images: torch.Tensor,
+                   labels: torch.Tensor, classes: list[str], records: list[Any], seed: int,
+                   device: str = "cpu", fit_options: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Train (or finish training) one generator in ``folder``; return its completion record.
+
+    ``images`` (uint8 N×C×H×W) and ``labels`` are the cell's real training images, ``records``
+    the matching Records (for the provenance file). A finished folder is returned as it is.
+    """
+    from oncosynth.generators import create_generator
+
+    folder = Path(folder)
+    if is_trained(folder):
+        return json.loads((folder / DONE_FILE).read_text())
+    folder.mkdir(parents=True, exist_ok=True)
+    if not (folder / TRAINING_DATA_FILE).is_file():
+        write_json(folder / TRAINING_DATA_FILE, {"training_data": describe_records(records),
+                                                 "method": method, "steps": steps, "options": options,
+                                                 "seed": seed})
+    resumed = (folder / "run" / "checkpoints").is_dir()
+    wall, cpu = time.perf_counter(), time.process_time()
+    generator = create_generator(method, **options)
+    generator.fit((images, labels, list(classes)), folder / "run", steps=steps, seed=seed, device=device,
+                  progress=False, **(fit_options or {}))
+    done = {"method": method, "steps": steps, "options": options, "seed": seed, "n_records": len(records),
+            "n_patients": len({r.patient for r in records}), "resumed": resumed,
+            "wall_seconds": time.perf_counter() - wall, "cpu_seconds": time.process_time() - cpu}
+    write_json(folder / DONE_FILE, done)  # last: marks the generator finished
+    return done
+
+
+def load_in_study(folder: Path, device: str | torch.device = "cpu"):
+    """The trained generator of a finished folder."""
+    from oncosynth.generators import load_generator
+
+    return load_generator(Path(folder) / "run", device=device)
