@@ -128,7 +128,7 @@ def cmd_sifid(args) -> None:
 
 
 def _reuse_executor():
-    from oncosynth.executor import Executor, Outcome
+    from oncosynth.parallel.executor import Executor, Outcome
 
     class ReuseMembers(Executor):
         """Runs each unit inline after copying the same member (same image, seed, settings) from a bigger

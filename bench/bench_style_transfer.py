@@ -34,7 +34,7 @@ def throughput(args, feature_net: str) -> dict:
     from oncosynth.data import load_dataset
     from oncosynth.data.decode import load_images
     from oncosynth.generators.style_transfer import StyleSettings, StyleTransfer, transfer_one_at_a_time
-    from oncosynth.quality.pipeline import _pairs
+    from oncosynth.quality.campaign import _pairs
     from oncosynth.data.records import Record
 
     dataset = load_dataset(args.data).split("train")

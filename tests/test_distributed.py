@@ -23,7 +23,7 @@ import yaml
 from safetensors.torch import load_file
 
 from oncosynth.data.phantom import PhantomConfig, write_phantom
-from oncosynth.distributed import DistContext, check_batch, init_distributed
+from oncosynth.parallel.distributed import DistContext, check_batch, init_distributed
 from oncosynth.errors import ConfigError
 from oncosynth.generators import create_generator
 from oncosynth.study import parse_config, run_study

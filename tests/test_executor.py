@@ -3,7 +3,7 @@
 import pytest
 
 from oncosynth.errors import ConfigError
-from oncosynth.executor import LocalExecutor, Unit, create_executor, run_all
+from oncosynth.parallel.executor import LocalExecutor, Unit, create_executor, run_all
 
 
 def square(x):

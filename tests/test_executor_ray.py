@@ -18,9 +18,9 @@ ray = pytest.importorskip("ray")
 
 from oncosynth.data.phantom import PhantomConfig, write_phantom  # noqa: E402
 from oncosynth.errors import ConfigError, WorkFailed  # noqa: E402
-from oncosynth.executor import RayExecutor, Resources, Unit, create_executor, run_all  # noqa: E402
+from oncosynth.parallel.executor import RayExecutor, Resources, Unit, create_executor, run_all  # noqa: E402
 from oncosynth.study import parse_config, run_study  # noqa: E402
-from oncosynth.study import run as study_run  # noqa: E402
+from oncosynth.study import cells as study_cells  # noqa: E402
 from ray_units import die_once, fail_on_three  # noqa: E402
 
 TESTS = Path(__file__).resolve().parent
@@ -60,7 +60,7 @@ def test_a_dead_worker_is_retried_or_reported_without_losing_the_others(cluster,
 
 
 def test_gpu_units_get_a_fresh_worker_each():
-    from oncosynth.executor import _ray_remote
+    from oncosynth.parallel.executor import _ray_remote
 
     assert _ray_remote(ray, gpu=True)._default_options.get("max_calls") == 1
     assert not _ray_remote(ray, gpu=False)._default_options.get("max_calls")
@@ -150,7 +150,7 @@ def _running_workers() -> dict[str, int]:
 
 def test_killing_a_worker_mid_grid_loses_no_finished_cell(cluster, phantom, tmp_path, one_thread, monkeypatch):
     config = tiny_study(phantom, seeds=(0, 1, 2), epochs=2)
-    cells = [c.id for c in study_run.plan_cells(config)]
+    cells = [c.id for c in study_cells.plan_cells(config)]
     out = tmp_path / "study"
     errors: list[BaseException] = []
 
@@ -195,13 +195,13 @@ def test_killing_a_worker_mid_grid_loses_no_finished_cell(cluster, phantom, tmp_
 
     # the re-run (here with the local executor: the folder is the only shared state) trains only the lost cell
     trained = []
-    real_run_cell = study_run.run_cell
+    real_run_cell = study_cells.run_cell
 
     def counting(config, prepared, cell, *args, **kwargs):
         trained.append(cell.id)
         return real_run_cell(config, prepared, cell, *args, **kwargs)
 
-    monkeypatch.setattr(study_run, "run_cell", counting)
+    monkeypatch.setattr(study_cells, "run_cell", counting)
     run_study(config, out, device="cpu", progress=False)
     assert trained == [killed]
     assert all((out / "cells" / c / "metrics.json").stat().st_mtime_ns == t for c, t in survivors.items())
@@ -228,7 +228,7 @@ def test_cli_unreachable_ray_address_fails_before_any_work(phantom, tmp_path, mo
 
 def test_study_cells_asking_for_a_missing_gpu_fail_before_any_work(cluster, phantom, tmp_path, monkeypatch):
     """--device cuda --executor ray on a cluster without GPUs: refused before the data are loaded."""
-    monkeypatch.setattr(study_run, "prepare", lambda *a, **k: pytest.fail("inputs were loaded"))
+    monkeypatch.setattr(study_cells, "prepare", lambda *a, **k: pytest.fail("inputs were loaded"))
     with pytest.raises(ConfigError, match="1 GPU.*nothing was submitted"):
         run_study(tiny_study(phantom), tmp_path / "out", device="cuda", progress=False, executor="ray")
     with pytest.raises(ConfigError, match="0.25 GPU"):

@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 from oncosynth.errors import CheckpointError, ConfigError, OncosynthError
 from oncosynth.generators import create_generator, latest_checkpoint, list_generators, load_generator
-from oncosynth.generators.augment import AdaController, AugmentPipe
+from oncosynth.generators.ada import AdaController, AugmentPipe
 from oncosynth.generators.stylegan2 import modulated_conv2d
 from oncosynth.generators.training import TrainingDiverged
 

@@ -15,7 +15,8 @@ from typer.testing import CliRunner
 from oncosynth.cli import app
 from oncosynth.errors import ConfigError, DataError, OncosynthError
 from oncosynth.generators import create_generator, load_generator
-from oncosynth.generators import singan as singan_lib
+from oncosynth.generators.singan import group as singan_group
+from oncosynth.generators.singan import train as singan_train
 from oncosynth.generators.singan import pyramid_sizes, sample_member, train_singan
 from oncosynth.metrics.sifid import evaluate_sifid, sifid, sifid_matrix, sifid_scores
 
@@ -88,18 +89,18 @@ def test_tiny_singan_trains_under_anomaly_detection_and_samples(channels):
 def test_resume_after_an_interrupted_scale_gives_the_same_weights(tmp_path, monkeypatch):
     image = torch.from_numpy(texture(2)).permute(2, 0, 1).float() / 255
     straight, _ = train_singan(image, TINY, seed=3)
-    real_train_scale = singan_lib._train_scale
+    real_train_scale = singan_train._train_scale
 
     def crash_at_scale_2(member, critic, k, *args):
         if k == 2:
             raise KeyboardInterrupt("killed")
         return real_train_scale(member, critic, k, *args)
 
-    monkeypatch.setattr(singan_lib, "_train_scale", crash_at_scale_2)
+    monkeypatch.setattr(singan_train, "_train_scale", crash_at_scale_2)
     with pytest.raises(KeyboardInterrupt):
         train_singan(image, TINY, seed=3, state_dir=tmp_path)
-    assert [p.name for p in singan_lib._partials(tmp_path)] == ["partial-02"]
-    monkeypatch.setattr(singan_lib, "_train_scale", real_train_scale)
+    assert [p.name for p in singan_train._partials(tmp_path)] == ["partial-02"]
+    monkeypatch.setattr(singan_train, "_train_scale", real_train_scale)
     resumed, info = train_singan(image, TINY, seed=3, state_dir=tmp_path)
     assert [s["scale"] for s in info["scales"]] == [0, 1, 2]
     for key, value in straight.state_dict().items():
@@ -184,14 +185,14 @@ def test_bad_group_input_fails_before_anything_is_written(folder, tmp_path):
 
 
 def test_a_failed_member_leaves_no_complete_looking_group(folder, tmp_path, monkeypatch):
-    real = singan_lib.train_singan
+    real = singan_group.train_singan
 
     def fail_second(image, config, seed=0, **kw):
         if seed == 1000:  # member-01
             raise RuntimeError("out of memory")
         return real(image, config, seed=seed, **kw)
 
-    monkeypatch.setattr(singan_lib, "train_singan", fail_second)
+    monkeypatch.setattr(singan_group, "train_singan", fail_second)
     run = tmp_path / "run"
     with pytest.raises(OncosynthError, match="1 of 2 SinGAN\\(s\\) failed: member-01 .*out of memory"):
         create_generator("singan", **TINY).fit(folder, run, class_name="malignant", images=2, progress=False)
@@ -205,7 +206,7 @@ def test_a_failed_member_leaves_no_complete_looking_group(folder, tmp_path, monk
 def test_group_feeds_a_study_generator_arm(tmp_path):
     from oncosynth.data.phantom import PhantomConfig, write_phantom
     from oncosynth.study import parse_config
-    from oncosynth.study import run as study_run
+    from oncosynth.study import inputs as study_inputs, synthetic as study_synthetic
 
     phantom = write_phantom(tmp_path / "phantom", PhantomConfig(n=48, size=32, difficulty="easy", seed=0))
     run = tmp_path / "group"
@@ -216,9 +217,9 @@ def test_group_feeds_a_study_generator_arm(tmp_path):
         "arms": [{"name": "singan", "kind": "real+synthetic",
                   "synthetic": {"generator": str(run), "count": 6, "classes": ["malignant"]}}],
         "seeds": [0]})
-    prepared = study_run.prepare(config, progress=False)
+    prepared = study_inputs.prepare(config, progress=False)
     real_labels = prepared.train_labels[torch.from_numpy(prepared.fraction_index[(1.0, 0)])]
-    images, labels = study_run.synthetic_for_cell(prepared, config.arms[0], real_labels, 0, 32, 1)
+    images, labels = study_synthetic.synthetic_for_cell(prepared, config.arms[0], real_labels, 0, 32, 1)
     assert images.shape == (6, 1, 32, 32) and labels.tolist() == [prepared.classes.index("malignant")] * 6
 
 

@@ -18,7 +18,9 @@ from oncosynth.cli import app
 from oncosynth.data.phantom import PhantomConfig, write_phantom
 from oncosynth.errors import ConfigError, DataError, OncosynthError
 from oncosynth.study import load_config, parse_config, plan_cells, run_study
-from oncosynth.study import run as study_run
+from oncosynth.study import cells as study_cells
+from oncosynth.study import inputs as study_inputs
+from oncosynth.study import synthetic as study_synthetic
 from oncosynth.study.config import SyntheticSource
 from oncosynth.study.stats import bootstrap_indices
 
@@ -140,7 +142,7 @@ def test_small_study_end_to_end_with_statistics_checked_by_hand(phantom, synthet
     def no_training(*args, **kwargs):
         raise AssertionError("a finished cell was trained again")
 
-    monkeypatch.setattr(study_run, "run_cell", no_training)
+    monkeypatch.setattr(study_cells, "run_cell", no_training)
     run_study(parse_config(study_dict(phantom, synthetic)), out, device="cpu", progress=False)
     again = json.loads((out / "results.json").read_text())
     assert again["summary"] == results["summary"]
@@ -164,11 +166,11 @@ def test_synthetic_counts_balance_count_and_ratio():
     classes = ["benign", "malignant"]
     real = np.array([30, 10])
     balance = SyntheticSource(folder=Path("x"), balance=True)
-    assert study_run.synthetic_counts(balance, real, classes, None).tolist() == [0, 20]
+    assert study_synthetic.synthetic_counts(balance, real, classes, None).tolist() == [0, 20]
     only_malignant = SyntheticSource(folder=Path("x"), count=15, classes=["malignant"])
-    assert study_run.synthetic_counts(only_malignant, real, classes, np.array([50, 50])).tolist() == [0, 15]
+    assert study_synthetic.synthetic_counts(only_malignant, real, classes, np.array([50, 50])).tolist() == [0, 15]
     ratio = SyntheticSource(folder=Path("x"), ratio=0.5)
-    assert study_run.synthetic_counts(ratio, real, classes, np.array([50, 3])).tolist() == [10, 3]  # capped
+    assert study_synthetic.synthetic_counts(ratio, real, classes, np.array([50, 3])).tolist() == [10, 3]  # capped
 
 
 def test_generator_arm_uses_the_generator_contract(phantom, tmp_path, monkeypatch):
@@ -186,9 +188,9 @@ def test_generator_arm_uses_the_generator_contract(phantom, tmp_path, monkeypatc
         "arms": [{"name": "gen", "kind": "real+synthetic",
                   "synthetic": {"generator": str(tmp_path), "count": 10, "classes": ["malignant"]}}],
         "seeds": [0]})
-    prepared = study_run.prepare(config, progress=False)
+    prepared = study_inputs.prepare(config, progress=False)
     real_labels = prepared.train_labels[torch.from_numpy(prepared.fraction_index[(1.0, 0)])]
-    images, labels = study_run.synthetic_for_cell(prepared, config.arms[0], real_labels, 0, SIZE, 1)
+    images, labels = study_synthetic.synthetic_for_cell(prepared, config.arms[0], real_labels, 0, SIZE, 1)
     assert labels.tolist() == [1] * 10  # only malignant, as configured
     assert images.shape == (10, 1, SIZE, SIZE) and images.dtype == torch.uint8  # resized 48 -> 32
     assert int(images[0, 0, 0, 0]) == round(0.75 * 255)
@@ -197,7 +199,7 @@ def test_generator_arm_uses_the_generator_contract(phantom, tmp_path, monkeypatc
 def test_bad_input_fails_before_training(phantom, synthetic, tmp_path):
     def expect(error, match, **changes):
         with pytest.raises(error, match=match):
-            study_run.prepare(parse_config(study_dict(phantom, synthetic, **changes)), progress=False)
+            study_inputs.prepare(parse_config(study_dict(phantom, synthetic, **changes)), progress=False)
 
     with pytest.raises(ConfigError, match="colour"):
         parse_config(study_dict(phantom, synthetic, colour=True))  # unknown key
@@ -226,7 +228,7 @@ def test_bad_input_fails_before_training(phantom, synthetic, tmp_path):
     shutil.copy(next((lopsided / "train" / "benign").glob("*.png")), lopsided / "train" / "malignant" / "x.png")
     (lopsided / "train" / "malignant" / "x.png").unlink()
     with pytest.raises(OncosynthError, match="malignant"):
-        study_run.prepare(parse_config(study_dict(lopsided, synthetic)), progress=False)
+        study_inputs.prepare(parse_config(study_dict(lopsided, synthetic)), progress=False)
 
 
 def test_cli_reports_config_errors_with_exit_code_2(phantom, synthetic, tmp_path):

@@ -19,7 +19,8 @@ from oncosynth.features import create_layer_features
 from oncosynth.generators.style_transfer import StyleSettings, StyleTransfer, transfer_one_at_a_time
 from oncosynth.quality.anomaly import AnomalyDetector, fit_anomaly_detector
 from oncosynth.quality.gates import ClassifierGate
-from oncosynth.quality.pipeline import RetrySchedule, run_style_campaign, run_style_sweep
+from oncosynth.quality.campaign import RetrySchedule, run_style_campaign
+from oncosynth.quality.sweep import run_style_sweep
 
 SIZE = 32
 LAYERS = ("conv_1", "conv_2", "conv_3")
@@ -166,7 +167,7 @@ def test_each_gate_alone_rejects_and_both_can_accept(phantom, anomaly_run, tmp_p
 
 
 def test_resume_skips_finished_pairs_and_continues_unfinished(phantom, anomaly_run, tmp_path, monkeypatch):
-    import oncosynth.quality.pipeline as pipeline
+    import oncosynth.quality.campaign as campaign
 
     out = tmp_path / "run"
     args = dict(content_class="benign", style_class="malignant", feature_net="random-cnn:0", schedule=SCHEDULE,
@@ -184,8 +185,8 @@ def test_resume_skips_finished_pairs_and_continues_unfinished(phantom, anomaly_r
     entry["done"] = False
     state_path.write_text(json.dumps(state))
     calls = []
-    real_run = pipeline.StyleTransfer.run
-    monkeypatch.setattr(pipeline.StyleTransfer, "run",
+    real_run = campaign.StyleTransfer.run
+    monkeypatch.setattr(campaign.StyleTransfer, "run",
                         lambda self, c, s, settings, **k: calls.append(len(settings)) or real_run(self, c, s, settings, **k))
     second = run_style_campaign(phantom, out, **args)
     assert calls == [1]  # only pair 1's lost trial was redone

@@ -136,7 +136,7 @@ def train_generator(
         gen = create_generator(method, preset=preset, **options)
         if sifid_net is not None and sifid_net.lower() == "none":
             gen.config["sifid_net"] = None
-        from oncosynth.executor import create_executor
+        from oncosynth.parallel.executor import create_executor
 
         with create_executor(executor, **executor_options(executor, workers or 0, ray_address, retries)) as runner:
             gen.fit(dataset, out, class_name=class_name, images=images, image_list=image_list, seed=seed,
@@ -207,7 +207,7 @@ def evaluate_command(
                                            ("--threshold", threshold != 0.3)) if given]
         if unused:
             raise ConfigError(f"option(s) {', '.join(unused)} do not apply to --sifid")
-        from oncosynth.runtime import resolve_device
+        from oncosynth.runtime.devices import resolve_device
 
         result = evaluate_sifid(real, synthetic, feature_net=feature_net, out=out, size=size,
                                 device=str(resolve_device(device)))
@@ -326,7 +326,7 @@ def style_transfer(
                                   seed=seed, baseline=baseline, device=device, data_format=data_format)
         typer.echo("sweep grids: " + ", ".join(summary["grids"].values()))
         return
-    from oncosynth.executor import create_executor
+    from oncosynth.parallel.executor import create_executor
 
     schedule = RetrySchedule(_names(content_layers), tuple(int(s) for s in _floats(steps, "--steps")),
                              _floats(content_weights, "--content-weights"), max_trials, baseline)

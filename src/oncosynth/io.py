@@ -61,7 +61,9 @@ def tensor_to_uint8(image: torch.Tensor) -> np.ndarray:
     """C×H×W float in [0, 1] -> H×W (C=1) or H×W×C uint8."""
     if image.ndim != 3:
         raise ValueError(f"expected C×H×W, got shape {tuple(image.shape)}")
-    array = (image.detach().float().clamp(0, 1) * 255.0).round().to(torch.uint8).cpu().numpy()
+    from oncosynth.data.transforms import to_uint8  # lazily: the data package imports this module
+
+    array = to_uint8(image).cpu().numpy()
     return array[0] if array.shape[0] == 1 else np.transpose(array, (1, 2, 0))
 
 

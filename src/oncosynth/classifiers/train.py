@@ -40,7 +40,7 @@ from oncosynth.classifiers.augment import AugmentConfig, augment_batch
 from oncosynth.classifiers.model import Classifier
 from oncosynth.classifiers.sampling import BatchPlan
 from oncosynth.classifiers.scores import selection_score
-from oncosynth.distributed import SINGLE, DistContext, broadcast_parameters, check_batch, globalise_batchnorm
+from oncosynth.parallel.distributed import SINGLE, DistContext, broadcast_parameters, check_batch, globalise_batchnorm
 from oncosynth.errors import ConfigError
 
 STATE_FILE = "train_state.pt"
@@ -138,7 +138,7 @@ def train_classifier(model: Classifier, train: tuple[torch.Tensor, torch.Tensor]
     ``train`` are synthetic, and ``mix`` is their expected share of each batch (default: their
     share of the rows). With ``state_dir`` the run resumes from its last evaluation.
 
-    ``context`` (from :func:`oncosynth.distributed.init_distributed`, under torchrun): the
+    ``context`` (from :func:`oncosynth.parallel.distributed.init_distributed`, under torchrun): the
     model is wrapped in ``DistributedDataParallel``, ``config.batch_size`` is the global batch
     of which each rank trains on rows ``rank::world``, BatchNorm uses global-batch statistics,
     and only rank 0 writes the resume state.

@@ -19,9 +19,10 @@ from tqdm import tqdm
 
 from oncosynth.data.decode import decode_record, to_tensor
 from oncosynth.data.records import Dataset
+from oncosynth.data.transforms import to_uint8
 from oncosynth.errors import DataError
 from oncosynth.io import atomic_write, write_json
-from oncosynth.runtime import hash_strings
+from oncosynth.runtime.manifest import hash_strings
 
 CACHE_VERSION = "1"
 
@@ -81,7 +82,7 @@ def _build(dataset: Dataset, size: int | None, channels: int | None, data_path: 
             if tensor.shape != shape[1:]:
                 raise DataError(record.uid, f"mixed image sizes: {tuple(tensor.shape[1:])} here, "
                                 f"{shape[2:]} in {dataset.records[0].uid}; pass a size to resample")
-            array[i] = (tensor * 255.0).round().to(torch.uint8).numpy()
+            array[i] = to_uint8(tensor).numpy()
         array.flush()
         del array
     write_json(meta_path, {"shape": list(shape), "root": dataset.root, "n": len(dataset)})

@@ -24,11 +24,11 @@ from typing import Iterable, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 
 from oncosynth.data.records import Dataset, Record
-from oncosynth.errors import ConfigError, DataError
+from oncosynth.data.transforms import convert_images  # noqa: F401  (re-exported: oncosynth.data.decode.convert_images)
+from oncosynth.errors import DataError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"}
 DICOM_SUFFIXES = {".dcm", ".dicom"}
@@ -139,26 +139,6 @@ def read_image(source: str | Path | Record) -> np.ndarray:
     if Path(source).suffix.lower() in DICOM_SUFFIXES:
         return read_dicom(source)
     return read_image_file(source)
-
-
-def convert_images(images: torch.Tensor, size: int | None = None, channels: int | None = None) -> torch.Tensor:
-    """N×C×H×W float [0, 1] -> the given channel count and size×size.
-
-    The one place where images change channels (RGB -> grey by ITU-R 601 luma,
-    grey -> RGB by repetition) or size (antialiased bilinear).
-    """
-    if channels is not None and images.shape[1] != channels:
-        if channels == 1 and images.shape[1] in (3, 4):
-            weights = images.new_tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
-            images = (images[:, :3] * weights).sum(1, keepdim=True)
-        elif channels == 3 and images.shape[1] == 1:
-            images = images.expand(-1, 3, -1, -1)
-        else:
-            raise ConfigError(f"cannot convert {images.shape[1]}-channel images to {channels} channels")
-    if size is not None and tuple(images.shape[-2:]) != (size, size):
-        images = F.interpolate(images, size=(size, size), mode="bilinear", antialias=True,
-                               align_corners=False).clamp(0, 1)
-    return images.contiguous()
 
 
 def to_tensor(array: np.ndarray, size: int | None = None, channels: int | None = None) -> torch.Tensor:

@@ -23,7 +23,7 @@ from __future__ import annotations
 import csv
 import re
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
@@ -317,3 +317,13 @@ def drop_unreadable(dataset: Dataset) -> Dataset:
     result = dataset.subset(good)
     result.skipped = skipped
     return result
+
+
+def as_dataset(data: Any, format: str | None = None, label_from_name: bool = False) -> Dataset:
+    """``data`` read with :func:`load_dataset` when it is a path; anything else (a Dataset) as it is.
+
+    The one place where library entry points accept "a folder or a Dataset".
+    """
+    if isinstance(data, (str, Path)):
+        return load_dataset(data, format=format, label_from_name=label_from_name)
+    return data

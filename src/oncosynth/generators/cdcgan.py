@@ -24,7 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from oncosynth.generators.base import Generator, register_generator
+from oncosynth.generators.gan import SteppedGAN
+from oncosynth.generators.registry import register_generator
 
 
 def _stages(size: int) -> int:
@@ -88,7 +89,7 @@ class DCDiscriminator(nn.Module):
 
 
 @register_generator("mcgan")
-class ConditionalDCGAN(Generator):
+class ConditionalDCGAN(SteppedGAN):
     """Class-conditional DCGAN (MCGAN). ``width=64, size=128`` is the paper's model."""
 
     name = "cdcgan"

@@ -9,7 +9,7 @@ from typing import Any
 
 from oncosynth.errors import ConfigError
 from oncosynth.io import save_image, write_json, write_text
-from oncosynth.runtime import make_manifest, package_versions
+from oncosynth.runtime.manifest import make_manifest, package_versions
 
 MANIFEST_CSV = "manifest.csv"
 MANIFEST_JSON = "manifest.json"
@@ -30,8 +30,8 @@ def write_samples(run_folder: str | Path, out: str | Path, n: int, class_names: 
     rewritten (atomically) after every batch, so a killed run leaves a manifest matching its PNGs.
     ``sample_options`` go to the generator's ``sample`` (e.g. SinGAN's ``start_scale``).
     """
-    from oncosynth.generators.base import load_generator
-    from oncosynth.runtime import resolve_device
+    from oncosynth.generators.registry import load_generator
+    from oncosynth.runtime.devices import resolve_device
 
     if n < 1:
         raise ConfigError(f"--n must be >= 1, not {n}")

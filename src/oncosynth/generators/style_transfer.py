@@ -35,9 +35,12 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Callable, Sequence
 
 import torch
+from torch import nn
 
 from oncosynth.errors import ConfigError
 from oncosynth.features import LayerFeatures, create_layer_features
+from oncosynth.generators.base import Generator
+from oncosynth.generators.registry import register_generator
 
 DEFAULT_STYLE_LAYERS = ("conv_1", "conv_2", "conv_3", "conv_4", "conv_5")
 OPTIMIZERS = ("adam", "lbfgs")
@@ -91,7 +94,7 @@ def gram(maps: torch.Tensor) -> torch.Tensor:
 
 def match_pair(content: torch.Tensor, style: torch.Tensor, resample: bool = True) -> torch.Tensor:
     """The style images brought to the content images' channels and size, or a ConfigError."""
-    from oncosynth.data.decode import convert_images
+    from oncosynth.data.transforms import convert_images
 
     if content.ndim != 4 or style.ndim != 4:
         raise ConfigError(f"style transfer expects N×C×H×W images, got {tuple(content.shape)} and "
@@ -108,6 +111,13 @@ def match_pair(content: torch.Tensor, style: torch.Tensor, resample: bool = True
     return convert_images(style, size=content.shape[-1], channels=content.shape[1])
 
 
+def _import_encoder_packages() -> None:
+    # ``encoder:<checkpoint>`` specs name a classifier or an anomaly detector; importing their
+    # packages registers their loaders with oncosynth.features (which imports neither).
+    import oncosynth.classifiers  # noqa: F401
+    import oncosynth.quality.anomaly  # noqa: F401
+
+
 class StyleTransfer:
     """Batched style transfer on a per-layer feature network (see the module docstring)."""
 
@@ -115,7 +125,10 @@ class StyleTransfer:
                  resample: bool = True):
         if optimizer not in OPTIMIZERS:
             raise ConfigError(f"unknown optimizer '{optimizer}'; choose one of {OPTIMIZERS}")
-        self.features = create_layer_features(features, device) if isinstance(features, str) else features
+        if isinstance(features, str):
+            _import_encoder_packages()
+            features = create_layer_features(features, device)
+        self.features = features
         self.optimizer, self.resample = optimizer, resample
         self.device = torch.device(device)
         self.features.to(self.device)
@@ -266,9 +279,6 @@ def transfer_one_at_a_time(transfer: StyleTransfer, content: torch.Tensor, style
 
 
 # ------------------------------------------------------------ generator protocol ----
-from oncosynth.generators.base import Generator, register_generator  # noqa: E402
-from torch import nn  # noqa: E402
-
 
 class _Pool(nn.Module):
     """The real images style transfer draws from, kept as buffers so they live in the checkpoint."""
@@ -304,16 +314,6 @@ class StyleTransferGenerator(Generator):
         if size < 16:
             raise ConfigError(f"style transfer: image size {size} is below 16 px")
 
-    def train_step(self, reals, labels):
-        raise ConfigError("style transfer does not train by steps; call fit(data, run_folder)")
-
-    def generate(self, z, labels):
-        raise ConfigError("style transfer makes images from real pairs; use sample(n, class_name)")
-
-    @property
-    def z_dim(self) -> int:
-        return 0
-
     def settings(self) -> StyleSettings:
         c = self.config
         return StyleSettings(c["content_layer"], tuple(c["style_layers"]), int(c["steps"]),
@@ -322,13 +322,13 @@ class StyleTransferGenerator(Generator):
     def fit(self, data, run_folder, steps: int = 0, classes: list[str] | None = None, seed: int = 0,
             device: str = "cpu", **options) -> "StyleTransferGenerator":
         from oncosynth.generators.training import prepare_data
-        from oncosynth.runtime import make_manifest
+        from oncosynth.runtime.manifest import make_manifest
 
         del steps, options  # nothing to train
         if not isinstance(data, tuple):
-            from oncosynth.data import load_dataset
+            from oncosynth.data import as_dataset
 
-            dataset = load_dataset(data) if not hasattr(data, "records") else data
+            dataset = as_dataset(data)
             data = dataset.split("train") if "train" in dataset.splits else dataset
         prepared = prepare_data(data, classes=classes, size=self.config.get("size"),
                                 channels=self.config.get("channels"))

@@ -19,7 +19,7 @@ the model runs on CPU and CUDA with the pinned torch.
 * Loss: non-saturating logistic; R1 on reals every ``r1_interval`` steps
   (lazy regularisation, with Adam's lr/betas adjusted as in the paper); an
   exponential moving average of G's weights (``G_ema``) is what samples.
-* ADA: :mod:`oncosynth.generators.augment` augments every image D sees; p
+* ADA: :mod:`oncosynth.generators.ada` augments every image D sees; p
   follows r_t = E[sign(D(real))] towards ``ada_target``.
 
 Left out compared with the paper: style mixing and path-length regularisation
@@ -40,8 +40,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from oncosynth.generators.augment import AdaController, AugmentPipe
-from oncosynth.generators.base import Generator, register_generator
+from oncosynth.generators.ada import AdaController, AugmentPipe
+from oncosynth.generators.gan import SteppedGAN
+from oncosynth.generators.registry import register_generator
 
 SQRT2 = math.sqrt(2)
 
@@ -268,7 +269,7 @@ class StyleDiscriminator(nn.Module):
 
 
 @register_generator("stylegan2", "stylegan2ada")
-class StyleGAN2ADA(Generator):
+class StyleGAN2ADA(SteppedGAN):
     name = "stylegan2-ada"
     defaults: dict[str, Any] = {
         "size": None, "channels": None,

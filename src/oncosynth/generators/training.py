@@ -32,13 +32,16 @@ from typing import Any
 
 import torch
 
-from oncosynth.data.decode import convert_images
-from oncosynth.distributed import (SINGLE, DistContext, average_gradients_before_step, broadcast_parameters,
+from oncosynth.data.transforms import convert_images, to_uint8
+from oncosynth.parallel.distributed import (SINGLE, DistContext, average_gradients_before_step, broadcast_parameters,
                                    globalise_batchnorm, init_distributed, shutdown)
 from oncosynth.errors import ConfigError, OncosynthError
-from oncosynth.generators.base import Generator, latest_checkpoint
+from oncosynth.generators.base import Generator
+from oncosynth.generators.registry import latest_checkpoint
 from oncosynth.io import atomic_write, save_grid
-from oncosynth.runtime import make_manifest, resolve_device, seed_everything
+from oncosynth.runtime.devices import resolve_device
+from oncosynth.runtime.manifest import make_manifest
+from oncosynth.runtime.seeding import seed_everything
 
 log = logging.getLogger("oncosynth.generators")
 
@@ -92,7 +95,7 @@ def prepare_data(data: Any, classes: list[str] | None = None, size: int | None =
         images, labels, names = data
         images = torch.as_tensor(images)
         if images.dtype != torch.uint8:
-            images = (images.float().clamp(0, 1) * 255).round().to(torch.uint8)
+            images = to_uint8(images)
         labels = torch.as_tensor(labels, dtype=torch.long)
         if images.ndim != 4 or len(images) != len(labels):
             raise ConfigError(f"expected images N×C×H×W and N labels, got {tuple(images.shape)} and {tuple(labels.shape)}")
@@ -132,7 +135,7 @@ def convert_uint8(images: torch.Tensor, size: int | None, channels: int | None, 
     out = []
     for start in range(0, len(images), chunk):
         part = convert_images(images[start:start + chunk].float() / 255, size, channels)
-        out.append((part * 255).round().to(torch.uint8))
+        out.append(to_uint8(part))
     return torch.cat(out)
 
 
@@ -161,7 +164,7 @@ def _from_dataset(dataset: Any, size: int | None, channels: int | None) -> Train
 
 # ---------------------------------------------------------------- the loop ----
 def run_training(gen: Generator, data: Any, run_folder: str | Path, steps: int, *,
-                 batch_size: int | None = None, seed: int = 0, device: str = "auto",
+                 batch_size: int | None = None, seed: int = 0, device: str | torch.device = "auto",
                  resume: bool = True, checkpoint_every: int | None = None, sample_every: int | None = None,
                  log_every: int = 10, tensorboard: bool = False, progress: bool = True,
                  classes: list[str] | None = None, keep_checkpoints: int = 2,
@@ -169,7 +172,7 @@ def run_training(gen: Generator, data: Any, run_folder: str | Path, steps: int, 
     """Train ``gen`` until it has taken ``steps`` steps, checkpointing into ``run_folder``.
 
     ``distributed=True`` (under ``torchrun``): data-parallel over the launched processes,
-    ``batch_size`` being the global batch; see :mod:`oncosynth.distributed`.
+    ``batch_size`` being the global batch; see :mod:`oncosynth.parallel.distributed`.
     """
     run = Path(run_folder)
     if steps < 1:
@@ -182,7 +185,8 @@ def run_training(gen: Generator, data: Any, run_folder: str | Path, steps: int, 
                               f"(its per-layer noise and augmentation statistics are not split over ranks); "
                               f"use cdcgan, or train on one process")
         context, device_t = init_distributed(device, batch_size)  # torchrun env, batch divisible: before work
-        device = str(device_t)
+    else:
+        device_t = resolve_device(device)  # the one place a run's --device becomes a torch.device
     progress = progress and context.is_main
     checkpoint_every = int(checkpoint_every or max(1, min(steps, 500)))
     writer = _tensorboard_writer(run) if tensorboard and context.is_main else None  # fail before any work
@@ -205,7 +209,6 @@ def run_training(gen: Generator, data: Any, run_folder: str | Path, steps: int, 
         target = max(target, 32)
     prepared = prepare_data(prepared, size=int(target))
 
-    device_t = resolve_device(device)
     gen.device = device_t
     seed_everything(seed)
     gen.configure(prepared.classes, prepared.channels, int(target))

@@ -28,9 +28,10 @@ import torch
 
 from oncosynth.data.decode import convert_images
 from oncosynth.errors import ConfigError, DataError
-from oncosynth.metrics import diversity, fidelity
-from oncosynth.metrics import frd as frd_lib
-from oncosynth.metrics import memorisation as mem_lib
+import oncosynth.metrics.diversity as diversity
+import oncosynth.metrics.fidelity as fidelity
+import oncosynth.metrics.frd as frd_lib
+import oncosynth.metrics.memorisation as mem_lib
 
 DEFAULT_FEATURE_NET = "inception:download"
 
@@ -157,7 +158,9 @@ def evaluate(real: Any, synthetic: Any, train: Any = None, feature_net: Any = DE
     Returns the metrics dict (also written to ``out/metrics.json`` when ``out`` is given).
     """
     from oncosynth.features import create_feature_net, extract_features
-    from oncosynth.runtime import hash_strings, make_manifest, resolve_device, seed_everything
+    from oncosynth.runtime.devices import resolve_device
+    from oncosynth.runtime.manifest import hash_strings, make_manifest
+    from oncosynth.runtime.seeding import seed_everything
 
     seed_everything(seed)
     timer, notes = _Timer(), []

@@ -121,7 +121,7 @@ def evaluate_sifid(real: Any, synthetic: Any, feature_net: str = "random-cnn:0",
     the nearest real image) and ``sifid.csv`` (the full matrix, one row per pair) into ``out``.
     """
     from oncosynth.io import write_json, write_text
-    from oncosynth.runtime import make_manifest
+    from oncosynth.runtime.manifest import make_manifest
 
     reals, real_names = _load_set(real, size, None, "real")
     channels = int(reals.shape[1])

@@ -25,8 +25,9 @@ import torch.nn.functional as F
 
 from oncosynth.checkpoint import load_checkpoint, save_checkpoint
 from oncosynth.errors import CheckpointError, ConfigError
-from oncosynth.features import FeatureNet
-from oncosynth.runtime import make_manifest
+from oncosynth.features.base import FeatureNet
+from oncosynth.features.encoders import register_encoder
+from oncosynth.runtime.manifest import make_manifest
 
 KIND = "anomaly-detector/unet-ae"
 PRESETS: dict[str, tuple[int, ...]] = {"paper": (64, 128, 256, 512, 512), "cpu": (8, 16, 32, 64, 64)}
@@ -88,10 +89,9 @@ class AnomalyDetector:
         return self.model.config["in_chans"]
 
     def _prepare(self, images: torch.Tensor) -> torch.Tensor:
-        from oncosynth.data.decode import convert_images
+        from oncosynth.data.transforms import convert_images, to_float
 
-        images = images.float() / 255 if images.dtype == torch.uint8 else images.float()
-        return convert_images(images, size=self.size, channels=self.channels)
+        return convert_images(to_float(images), size=self.size, channels=self.channels)
 
     @torch.no_grad()
     def score(self, images: torch.Tensor, batch_size: int = 32) -> np.ndarray:
@@ -153,7 +153,7 @@ def train_autoencoder(train_images: torch.Tensor, size: int, channels: int = 1,
                       lr: float = 1e-3, seed: int = 0, device: str | torch.device = "cpu",
                       progress: Callable[[dict], None] | None = None) -> tuple[UNetAutoencoder, list[dict]]:
     """Fit the autoencoder with MSE on real images (uint8 or float [0, 1]); returns it and the loss history."""
-    from oncosynth.data.decode import convert_images
+    from oncosynth.data.transforms import convert_images, to_float
 
     if len(train_images) < 2:
         raise ConfigError("anomaly detector: fewer than 2 training images")
@@ -172,9 +172,7 @@ def train_autoencoder(train_images: torch.Tensor, size: int, channels: int = 1,
             index = order[start : start + batch_size]
             if len(index) < 2:
                 break
-            x = train_images[index]
-            x = x.float() / 255 if x.dtype == torch.uint8 else x.float()
-            x = convert_images(x, size=size, channels=channels).to(device)
+            x = convert_images(to_float(train_images[index]), size=size, channels=channels).to(device)
             loss = F.mse_loss(model(x), x)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -197,11 +195,11 @@ def fit_anomaly_detector(data: Any, out: str | Path | None = None, classes: list
     ``data`` is a path or a Dataset. Without a val split, a seeded 15% of the
     training images is held out for the threshold.
     """
-    from oncosynth.data import load_dataset
+    from oncosynth.data import as_dataset
     from oncosynth.data.decode import load_images
-    from oncosynth.runtime import resolve_device
+    from oncosynth.runtime.devices import resolve_device
 
-    dataset = data if not isinstance(data, (str, Path)) else load_dataset(data)
+    dataset = as_dataset(data)
     if widths is None:
         if preset not in PRESETS:
             raise ConfigError(f"unknown anomaly-detector preset '{preset}'; known: {sorted(PRESETS)}")
@@ -261,6 +259,15 @@ class AnomalyEncoderFeatures(FeatureNet):
 
     def layer_body(self):
         return self.model, self.model.encode
+
+
+def _load_anomaly_encoder(folder: Path, tensors: dict[str, torch.Tensor], config: dict[str, Any], name: str,
+                          input_size: int | None) -> FeatureNet:
+    del folder
+    return AnomalyEncoderFeatures.from_checkpoint(tensors, config, name, input_size)
+
+
+register_encoder("anomaly-detector", _load_anomaly_encoder)
 
 
 def load_anomaly_detector(folder: str | Path, device: str | torch.device = "cpu") -> AnomalyDetector:

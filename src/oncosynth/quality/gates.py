@@ -76,10 +76,9 @@ class ClassifierGate:
     def probabilities(self, images: torch.Tensor, batch_size: int = 64) -> np.ndarray:
         """N×K class probabilities for images in [0, 1] (resampled to the classifier's size and channels)."""
         from oncosynth.classifiers import predict_proba
-        from oncosynth.data.decode import convert_images
+        from oncosynth.data.transforms import convert_images, to_float
 
-        images = images.float() / 255 if images.dtype == torch.uint8 else images.float()
-        images = convert_images(images, size=self.size, channels=self.channels)
+        images = convert_images(to_float(images), size=self.size, channels=self.channels)
         return predict_proba(self.model, images, self.device, batch_size)
 
     def content_ok(self, content: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:

@@ -22,6 +22,7 @@ Example (every key is optional unless marked)::
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -31,7 +32,24 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from oncosynth.classifiers.train import TrainConfig
 from oncosynth.errors import ConfigError
 
-ARM_KINDS = ("real", "real+oversample", "real+synthetic", "synthetic-only", "synthetic-pretrain+real-finetune")
+
+
+@dataclass(frozen=True)
+class ArmKind:
+    """What an arm kind needs and does; every kind is listed once, in ``ARM_KINDS``."""
+
+    synthetic: bool  # needs a `synthetic` source
+    trains_on: str  # what its cells train on, as the study page says it
+
+
+ARM_KINDS: dict[str, ArmKind] = {
+    "real": ArmKind(False, "the real images above"),
+    "real+oversample": ArmKind(False, "the real images above, classes oversampled"),
+    "real+synthetic": ArmKind(True, "the real images above plus these synthetic ones"),
+    "synthetic-only": ArmKind(True, "only these synthetic images"),
+    "synthetic-pretrain+real-finetune": ArmKind(True, "pre-trained on these synthetic images, fine-tuned on the real ones"),
+}
+ArmKindName = Literal[tuple(ARM_KINDS)]  # type: ignore[valid-type]  # the YAML `kind:` values
 
 
 class Strict(BaseModel):
@@ -91,14 +109,14 @@ class SyntheticSource(Strict):
 
 class ArmConfig(Strict):
     name: str
-    kind: Literal["real", "real+oversample", "real+synthetic", "synthetic-only", "synthetic-pretrain+real-finetune"]
+    kind: ArmKindName
     synthetic: SyntheticSource | None = None
     dp: Literal["off", "on", "both"] = Field("off", description="on: only DP cells; both: with and without DP")
     pretrain_epochs: int = Field(5, ge=1, description="synthetic-pretrain+real-finetune: epochs on synthetic data")
 
     @model_validator(mode="after")
     def _needs_synthetic(self) -> "ArmConfig":
-        needs = self.kind in ("real+synthetic", "synthetic-only", "synthetic-pretrain+real-finetune")
+        needs = ARM_KINDS[self.kind].synthetic
         if needs and self.synthetic is None:
             raise ValueError(f"arm '{self.name}' of kind '{self.kind}' needs a 'synthetic' source")
         if not needs and self.synthetic is not None:

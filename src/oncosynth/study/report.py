@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import matplotlib
 import matplotlib.ticker
@@ -21,11 +21,12 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from oncosynth.io import write_text  # noqa: E402
-from oncosynth.report.html import escape, figure, image_grid, page, paragraph, section, table  # noqa: E402
+from oncosynth.report.html import figure, image_grid, page, paragraph, section, table  # noqa: E402
+from oncosynth.study.cells import read_predictions  # noqa: E402
+from oncosynth.study.config import ARM_KINDS, StudyConfig  # noqa: E402
+from oncosynth.study.inputs import Prepared  # noqa: E402
+from oncosynth.study.synthetic import synthetic_for_cell  # noqa: E402
 
-if TYPE_CHECKING:
-    from oncosynth.study.config import StudyConfig
-    from oncosynth.study.run import Prepared
 
 
 def _fmt(mean: float | None, std: float | None = None, low: float | None = None, high: float | None = None) -> str:
@@ -75,8 +76,6 @@ def _table_rows(rows: list[dict], classes: list[str]) -> list[dict[str, Any]]:
 
 def _roc_figure(test: str, records: list[dict], out: Path, classes: list[str], positive: int,
                 fractions: list[float]) -> str:
-    from oncosynth.study.run import read_predictions
-
     variants = list(dict.fromkeys(r["variant"] for r in records))
     colours = plt.get_cmap("tab10")
     fig, axes = plt.subplots(1, len(fractions), figsize=(4.6 * len(fractions), 4.4), squeeze=False)
@@ -133,9 +132,7 @@ def _fraction_figure(test: str, rows: list[dict]) -> str:
     return figure(fig, caption="error bars: standard deviation over seeds")
 
 
-def _samples(config: "StudyConfig", prepared: "Prepared") -> list[str]:
-    from oncosynth.study.run import synthetic_for_cell
-
+def _samples(config: StudyConfig, prepared: Prepared) -> list[str]:
     n = config.report_samples
     if n == 0:
         return []
@@ -146,12 +143,8 @@ def _samples(config: "StudyConfig", prepared: "Prepared") -> list[str]:
                             caption=f"real · {name}") for c, name in enumerate(prepared.classes)]
     parts.append(section("Real training images (every arm that trains on real data)",
                          "<div>" + "".join(real_rows) + "</div>", level=3))
-    what = {"real": "the real images above", "real+oversample": "the real images above, classes oversampled",
-            "real+synthetic": "the real images above plus these synthetic ones",
-            "synthetic-only": "only these synthetic images",
-            "synthetic-pretrain+real-finetune": "pre-trained on these synthetic images, fine-tuned on the real ones"}
     for arm in config.arms:
-        rows = [paragraph(f"Trains on {what[arm.kind]}.", "muted")]
+        rows = [paragraph(f"Trains on {ARM_KINDS[arm.kind].trains_on}.", "muted")]
         if arm.synthetic is not None:
             images, labels = synthetic_for_cell(prepared, arm, real_labels, config.seeds[0],
                                                 config.data.size, config.data.channels)
@@ -163,7 +156,7 @@ def _samples(config: "StudyConfig", prepared: "Prepared") -> list[str]:
     return parts
 
 
-def write_report(path: Path, config: "StudyConfig", prepared: "Prepared", records: list[dict],
+def write_report(path: Path, config: StudyConfig, prepared: Prepared, records: list[dict],
                  rows: list[dict], out: Path) -> Path:
     classes, positive = prepared.classes, prepared.positive
     fractions = sorted(config.fractions)

@@ -1,36 +1,12 @@
-"""Seeds, devices and provenance: what every run records about itself."""
+"""Provenance: what every computed output records about itself (versions, data hash, config)."""
 
 from __future__ import annotations
 
 import datetime as _dt
 import hashlib
 import platform
-import random
 from importlib import metadata
 from typing import Any, Iterable
-
-import numpy as np
-import torch
-
-
-def seed_everything(seed: int) -> torch.Generator:
-    """Seed Python, NumPy and torch; return a torch Generator seeded the same."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-    return torch.Generator().manual_seed(seed)
-
-
-def resolve_device(name: str = "auto") -> torch.device:
-    """``auto`` picks CUDA when present, else CPU; anything else is passed to torch."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        from oncosynth.errors import ConfigError
-
-        raise ConfigError(f"--device {name}: CUDA is not available on this machine")
-    return device
 
 
 def package_versions() -> dict[str, str]:

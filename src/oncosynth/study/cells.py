@@ -1,0 +1,208 @@
+"""One study cell: plan the grid, train and evaluate one cell, write and read its predictions.
+
+A *cell* is one (arm, epsilon, fraction, seed). Each cell writes its predictions and
+``metrics.json`` (the completion marker) under ``out/cells/<cell>/``; a re-run skips finished
+cells and resumes an interrupted one from its last finished epoch.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from oncosynth.classifiers import DPConfig, create_classifier, predict_proba, save_classifier, train_classifier
+from oncosynth.classifiers.scores import youden_threshold
+from oncosynth.parallel.distributed import SINGLE, DistContext
+from oncosynth.parallel.executor import Resources
+from oncosynth.io import atomic_write, write_json
+from oncosynth.runtime.devices import resolve_device
+from oncosynth.runtime.manifest import hash_strings, make_manifest
+import oncosynth.study.stats as stats
+from oncosynth.study.config import ArmConfig, StudyConfig
+from oncosynth.study.inputs import Prepared, prepared_for
+from oncosynth.study.synthetic import synthetic_for_cell
+
+
+@dataclass
+class Cell:
+    arm: ArmConfig
+    epsilon: float | None
+    fraction: float
+    seed: int
+
+    @property
+    def variant(self) -> str:
+        """The arm as shown in tables: its name, plus the privacy budget under DP."""
+        return self.arm.name if self.epsilon is None else f"{self.arm.name} (DP ε={self.epsilon:g})"
+
+    @property
+    def id(self) -> str:
+        eps = "nodp" if self.epsilon is None else f"eps{self.epsilon:g}"
+        return re.sub(r"[^A-Za-z0-9_.+-]", "-", f"{self.arm.name}__{eps}__f{self.fraction:g}__s{self.seed}")
+
+
+
+def plan_cells(config: StudyConfig) -> list[Cell]:
+    cells = []
+    for arm in config.arms:
+        epsilons: list[float | None] = {"off": [None], "on": list(config.dp.epsilons),
+                                        "both": [None, *config.dp.epsilons]}[arm.dp]
+        for epsilon in epsilons:
+            for fraction in config.fractions:
+                for seed in config.seeds:
+                    cells.append(Cell(arm, epsilon, fraction, seed))
+    return cells
+
+
+def cell_fingerprint(config: StudyConfig, cell: Cell) -> str:
+    """Everything that decides a cell's result; a resumed study refuses cells made differently."""
+    parts = {"data": config.data.model_dump(mode="json"), "model": config.model.model_dump(mode="json"),
+             "train": config.train.model_dump(mode="json"), "arm": cell.arm.model_dump(mode="json"),
+             "dp": config.dp.model_dump(mode="json") if cell.epsilon is not None else None,
+             "epsilon": cell.epsilon, "fraction": cell.fraction, "seed": cell.seed}
+    return hash_strings([json.dumps(parts, sort_keys=True)])
+
+
+# ------------------------------------------------------------ one cell ----
+def run_cell(config: StudyConfig, prepared: Prepared, cell: Cell, folder: Path, device: torch.device,
+             on_epoch=None, context: DistContext = SINGLE) -> dict:
+    """Train and evaluate one cell; write predictions and metrics.json (last, as completion marker).
+
+    Under torchrun (``context`` active) every rank trains its share of each batch and only
+    rank 0 writes files.
+    """
+    wall, cpu = time.perf_counter(), time.process_time()
+    data = config.data
+    index = torch.from_numpy(prepared.fraction_index[(cell.fraction, cell.seed)])
+    real = (prepared.train_images[index], prepared.train_labels[index])
+    kind = cell.arm.kind
+    synthetic = None
+    if cell.arm.synthetic is not None:
+        synthetic = synthetic_for_cell(prepared, cell.arm, real[1], cell.seed, data.size, data.channels)
+
+    torch.manual_seed(cell.seed)
+    model = create_classifier(config.model.backbone, data.channels, len(prepared.classes), data.size,
+                              pretrained=config.model.pretrained, freeze_backbone=config.model.freeze_backbone,
+                              head=config.model.head, classes=prepared.classes)
+    dp = None if cell.epsilon is None else DPConfig(epsilon=cell.epsilon, delta=config.dp.delta,
+                                                     max_grad_norm=config.dp.max_grad_norm)
+    if dp is not None and not model.freeze_backbone:
+        model.prepare_for_dp()  # the same layout for a synthetic pre-training phase and the private phase
+    train_config = config.train
+    if kind == "real+oversample":
+        train_config = train_config.model_copy(update={"balance": "oversample"})
+
+    info: dict[str, Any] = {"n_real": int(len(real[1])),
+                            "n_synthetic": int(len(synthetic[1])) if synthetic is not None else 0}
+    if kind == "synthetic-pretrain+real-finetune":
+        pre_config = config.train.model_copy(update={"epochs": cell.arm.pretrain_epochs})
+        pretrain = train_classifier(model, synthetic, prepared.val, pre_config, seed=cell.seed, device=device,
+                                    positive=prepared.positive, state_dir=folder / "pretrain", progress=on_epoch,
+                                    context=context)
+        info["pretrain_seconds"] = pretrain.seconds
+        train_set = real
+    elif kind == "real+synthetic":
+        train_set = (torch.cat([real[0], synthetic[0]]), torch.cat([real[1], synthetic[1]]))
+    elif kind == "synthetic-only":
+        train_set = synthetic
+    else:
+        train_set = real
+    result = train_classifier(model, train_set, prepared.val, train_config, seed=cell.seed, device=device,
+                              positive=prepared.positive, dp=dp, state_dir=folder, progress=on_epoch,
+                              context=context)
+
+    val_probs = predict_proba(model, prepared.val[0], device, train_config.eval_batch_size)
+    val_labels = prepared.val[1].numpy()
+    threshold = youden_threshold((val_labels == prepared.positive).astype(np.int64), val_probs[:, prepared.positive])
+    metrics = {}
+    writes = context.is_main
+    for name, (images, labels, uids) in prepared.tests.items():
+        probs = predict_proba(model, images, device, train_config.eval_batch_size)
+        if writes:
+            _write_predictions(folder / f"predictions_{name}.csv", uids, labels.numpy(), probs, prepared.classes)
+        metrics[name] = stats.cell_metrics(labels.numpy(), probs, prepared.positive, threshold, prepared.classes)
+    if writes:
+        _write_predictions(folder / "predictions_val.csv", [""] * len(val_labels), val_labels, val_probs,
+                           prepared.classes)
+    if config.save_models and writes:
+        save_classifier(model, folder / "model", manifest=make_manifest(
+            "classifier", config.model.model_dump(), cell.seed, prepared.data_hash, cell=cell.id))
+    record = {
+        "cell": cell.id, "fingerprint": cell_fingerprint(config, cell), "arm": cell.arm.name, "kind": kind, "variant": cell.variant, "epsilon": cell.epsilon,
+        "fraction": cell.fraction, "seed": cell.seed, "threshold": threshold, "metrics": metrics,
+        "train": {"best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
+                  "val_score": result.best_score, "epsilon_spent": result.epsilon_spent,
+                  "noise_multiplier": result.noise_multiplier, "stopped_early": result.stopped_early,
+                  "train_images_per_second": result.train_images_per_second, "history": result.history, **info},
+        "wall_seconds": time.perf_counter() - wall, "cpu_seconds": time.process_time() - cpu,
+        "device": str(device),
+    }
+    if context.active:
+        record["world_size"] = context.world_size
+    if not writes:
+        return record
+    write_json(folder / "metrics.json", record)
+    for leftover in (folder / "train_state.pt", folder / "pretrain" / "train_state.pt"):
+        leftover.unlink(missing_ok=True)  # the cell is final; resume state is no longer needed
+    return record
+
+
+
+def _write_predictions(path: Path, uids: list[str], labels: np.ndarray, probs: np.ndarray,
+                       classes: list[str]) -> None:
+    with atomic_write(path, "w") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["uid", "label", *[f"p_{c}" for c in classes]])
+        for uid, label, row in zip(uids, labels, probs):
+            writer.writerow([uid, classes[int(label)], *[repr(float(p)) for p in row]])
+
+
+
+def read_predictions(path: Path, classes: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    with open(path, newline="") as handle:
+        rows = list(csv.reader(handle))[1:]
+    labels = np.array([classes.index(r[1]) for r in rows], dtype=np.int64)
+    probs = np.array([[float(v) for v in r[2:]] for r in rows], dtype=np.float64).reshape(len(rows), len(classes))
+    return labels, probs
+
+
+# ------------------------------------------------------- unit of work ----
+def cell_unit(config: StudyConfig, cell: Cell, out: str, device: torch.device | str, threads: int | None = None,
+              cache_dir: str | None = None, on_epoch=None, context: DistContext = SINGLE) -> dict:
+    """One study cell as a unit of work: load the inputs, train, write the cell folder, return its record.
+
+    Runs wherever the executor puts it; everything it writes goes under ``out/cells/<cell>/``
+    (predictions atomically, ``metrics.json`` last), so any executor can resume the study.
+    """
+    if threads is not None:
+        torch.set_num_threads(threads)
+    if cache_dir is not None:  # the driver's tensor cache (a shared folder on a cluster)
+        os.environ["ONCOSYNTH_CACHE"] = cache_dir
+    folder = Path(out) / "cells" / cell.id
+    marker = folder / "metrics.json"
+    if marker.is_file():  # a retried unit whose first attempt finished after all
+        record = json.loads(marker.read_text())
+        if record.get("fingerprint") == cell_fingerprint(config, cell):
+            return record
+    if isinstance(device, str):  # the unit crossed a process: this process is its boundary
+        device = resolve_device(device)
+    return run_cell(config, prepared_for(config), cell, folder, device, on_epoch, context)
+
+
+
+def cell_resources(device: torch.device, threads: int = 1, gpus: float = 1.0) -> Resources:
+    """What one cell asks the executor for: ``gpus`` of a GPU when training on CUDA (a fraction packs
+    several cells on one GPU), else ``threads`` CPUs."""
+    if device.type == "cuda":
+        return Resources(cpus=1, gpus=gpus)
+    return Resources(cpus=threads)
+

@@ -1,0 +1,176 @@
+"""The inputs of a study: load and check every input before the first cell trains.
+
+Everything a cell needs (the training, validation and test tensors, the patient-level
+fractions for every seed, the synthetic sources) is loaded and checked here, so bad input
+fails with one clear line before any training. A worker process that runs many cells loads
+it once (:func:`prepared_for`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from oncosynth.data import Dataset, cached_tensors, load_dataset, sample_fraction
+from oncosynth.errors import ConfigError, DataError
+from oncosynth.runtime.manifest import hash_strings
+from oncosynth.study.config import ArmConfig, StudyConfig
+
+MAIN_TEST = "test"
+
+
+
+@dataclass
+class Prepared:
+    """Everything checked and loaded before the first cell trains."""
+
+    dataset: Dataset
+    classes: list[str]
+    positive: int
+    train_uids: list[str]
+    train_images: torch.Tensor
+    train_labels: torch.Tensor
+    val: tuple[torch.Tensor, torch.Tensor]
+    tests: dict[str, tuple[torch.Tensor, torch.Tensor, list[str]]]
+    fraction_index: dict[tuple[float, int], np.ndarray]
+    synthetic: dict[str, Any] = field(default_factory=dict)  # arm name -> (images, labels) or generator
+    data_hash: str = ""
+
+
+
+def positive_index(classes: list[str], wanted: str | None) -> int:
+    if wanted is not None:
+        if wanted not in classes:
+            raise ConfigError(f"positive_class '{wanted}' is not a class of the data set {classes}")
+        return classes.index(wanted)
+    return classes.index("malignant") if "malignant" in classes else len(classes) - 1
+
+
+
+def _with_classes(dataset: Dataset, classes: list[str], what: str) -> Dataset:
+    """Re-express ``dataset`` labels as indices into ``classes``; unknown classes are an error."""
+    unknown = sorted(set(dataset.counts()) - set(classes)) if dataset.records else []
+    unknown = [c for c in unknown if dataset.counts()[c] > 0]
+    if unknown:
+        raise ConfigError(f"{what} has class(es) {unknown} that the training data set lacks (it has {classes})")
+    return dataclasses.replace(dataset, classes=list(classes))
+
+
+
+def prepare(config: StudyConfig, progress: bool = True) -> Prepared:
+    """Load and check every input; raise OncosynthError before any training on bad input."""
+    data = config.data
+    dataset = load_dataset(data.path, format=data.format, label_from_name=data.label_from_name,
+                           patients_csv=data.patients_csv)
+    classes = list(dataset.classes)
+    if len(classes) < 2:
+        raise ConfigError(f"{data.path}: need at least two classes, found {classes}")
+    positive = positive_index(classes, data.positive_class)
+    for split in (data.train_split, data.val_split, data.test_split):
+        if not dataset.split(split).records:
+            raise DataError(data.path, f"no images in split '{split}' (splits present: {dataset.splits})")
+    train = dataset.split(data.train_split)
+    for split in (data.val_split, data.test_split):
+        counts = dataset.split(split).counts()
+        if min(counts.values()) == 0:
+            raise DataError(data.path, f"split '{split}' lacks class(es) "
+                            f"{[c for c, k in counts.items() if k == 0]}: AUROC needs every class")
+
+    # Fractions: patient-level, stratified, checked for empty classes for every seed.
+    uid_position = {r.uid: i for i, r in enumerate(train.records)}
+    fraction_index = {}
+    for fraction in config.fractions:
+        for seed in config.seeds:
+            subset = sample_fraction(dataset, fraction, seed=seed, split=data.train_split)
+            empty = [c for c, k in subset.counts().items() if k == 0]
+            if empty:
+                raise ConfigError(f"fraction {fraction} (seed {seed}) leaves class(es) {empty} with no "
+                                  "training image; use a larger fraction")
+            fraction_index[(fraction, seed)] = np.array([uid_position[r.uid] for r in subset.records])
+
+    # External test sets, labels re-indexed into the training classes.
+    tests_raw = {MAIN_TEST: dataset.split(data.test_split)}
+    for test in config.external_tests:
+        if test.name in tests_raw:
+            raise ConfigError(f"external test name '{test.name}' is used twice (or is the reserved '{MAIN_TEST}')")
+        external = load_dataset(test.path, format=test.format, label_from_name=test.label_from_name)
+        if test.split is not None:
+            if not external.split(test.split).records:
+                raise DataError(test.path, f"no images in split '{test.split}' (present: {external.splits})")
+            external = external.split(test.split)
+        tests_raw[test.name] = _with_classes(external, classes, f"external test set '{test.name}' ({test.path})")
+
+    # Synthetic sources: parse labels and check classes now, load pixels too.
+    synthetic = {}
+    for arm in config.arms:
+        if arm.synthetic is not None:
+            synthetic[arm.name] = _prepare_synthetic(arm, classes, data.size, data.channels, progress)
+
+    size, channels = data.size, data.channels
+    train_images, train_labels = cached_tensors(train, size, channels, progress=progress)
+    val = cached_tensors(dataset.split(data.val_split), size, channels, progress=progress)
+    tests = {}
+    for name, test_set in tests_raw.items():
+        images, labels = cached_tensors(test_set, size, channels, progress=progress)
+        tests[name] = (images, labels, [r.uid for r in test_set.records])
+    data_hash = hash_strings([r.uid for r in dataset.records] + [str(size), str(channels)])
+    return Prepared(dataset, classes, positive, [r.uid for r in train.records], train_images, train_labels,
+                    val, tests, fraction_index, synthetic, data_hash)
+
+
+def _prepare_synthetic(arm: ArmConfig, classes: list[str], size: int, channels: int, progress: bool):
+    source = arm.synthetic
+    assert source is not None
+    for name in source.classes or []:
+        if name not in classes:
+            raise ConfigError(f"arm '{arm.name}': synthetic class '{name}' is not a class of the data set {classes}")
+    if source.generator is not None:
+        from oncosynth.generators import load_generator
+
+        generator = load_generator(source.generator)
+        missing = [c for c in (source.classes or generator.classes) if c not in generator.classes]
+        if missing:
+            raise ConfigError(f"arm '{arm.name}': generator {source.generator} cannot make class(es) {missing} "
+                              f"(it has {generator.classes})")
+        extra = [c for c in generator.classes if c not in classes]
+        if extra:
+            raise ConfigError(f"arm '{arm.name}': generator class(es) {extra} are not in the data set {classes}")
+        return {"generator": generator}
+    synthetic = load_dataset(source.folder, format=source.format, label_from_name=source.label_from_name)
+    synthetic = _with_classes(synthetic, classes, f"arm '{arm.name}': synthetic folder {source.folder}")
+    images, labels = cached_tensors(synthetic, size, channels, progress=progress)
+    return {"images": images, "labels": labels}
+
+
+# --------------------------------------------------- once per process ----
+_PREPARED: dict[str, Prepared] = {}  # per process: the inputs of the study its cells belong to
+
+
+
+def _config_key(config: StudyConfig) -> str:
+    return hash_strings([json.dumps(config.model_dump(mode="json"), sort_keys=True)])
+
+
+
+def prepared_for(config: StudyConfig) -> Prepared:
+    """The study's checked inputs, loaded once per process (a pool or Ray worker runs many cells).
+
+    Re-loading is cheap: the pixels come from the memory-mapped tensor cache the driver filled.
+    """
+    key = _config_key(config)
+    if key not in _PREPARED:
+        _PREPARED.clear()  # one study per process at a time; bounds the memory
+        _PREPARED[key] = prepare(config, progress=False)
+    return _PREPARED[key]
+
+
+
+def keep_prepared(config: StudyConfig, prepared: Prepared) -> None:
+    """Let the cells of this process reuse inputs that were just loaded (the in-process executor)."""
+    _PREPARED.clear()
+    _PREPARED[_config_key(config)] = prepared
