@@ -88,3 +88,47 @@ def load_in_study(folder: Path, device: str | torch.device = "cpu"):
     from oncosynth.generators import load_generator
 
     return load_generator(Path(folder) / "run", device=device)
+
+
+# ------------------------------------------------------ in a study run ----
+def cell_generator_key(config, prepared, arm, fraction: float, seed: int) -> str:
+    """The key of the generator that the cell (arm, fraction, seed) uses."""
+    spec = arm.synthetic.train
+    records = prepared.cell_records(fraction, seed, config.data.train_split)
+    return generator_key(records, spec.method, spec.steps, spec.options, config.data.size,
+                         config.data.channels, seed)
+
+
+def plan_generators(config, prepared) -> dict[str, tuple[str, float, int]]:
+    """key -> (arm name, fraction, seed) for every in-study generator the study needs (each once)."""
+    jobs: dict[str, tuple[str, float, int]] = {}
+    for arm in config.arms:
+        if arm.synthetic is not None and arm.synthetic.train is not None:
+            for fraction in config.fractions:
+                for seed in config.seeds:
+                    key = cell_generator_key(config, prepared, arm, fraction, seed)
+                    jobs.setdefault(key, (arm.name, fraction, seed))
+    return jobs
+
+
+def generator_unit(config, arm_name: str, fraction: float, seed: int, out: str, device: str = "cpu",
+                   threads: int | None = None, cache_dir: str | None = None) -> dict[str, Any]:
+    """One in-study generator as a unit of work for the executor (it runs before the cells that use it)."""
+    import os
+
+    from oncosynth.study.inputs import prepared_for
+
+    if threads is not None:
+        torch.set_num_threads(threads)
+    if cache_dir is not None:
+        os.environ["ONCOSYNTH_CACHE"] = cache_dir
+    prepared = prepared_for(config)
+    arm = next(a for a in config.arms if a.name == arm_name)
+    spec = arm.synthetic.train
+    key = cell_generator_key(config, prepared, arm, fraction, seed)
+    index = torch.from_numpy(prepared.fraction_index[(fraction, seed)])
+    records = prepared.cell_records(fraction, seed, config.data.train_split)
+    done = train_in_study(generator_folder(out, key), spec.method, spec.steps, spec.options,
+                          prepared.train_images[index], prepared.train_labels[index], prepared.classes, records,
+                          seed, str(device), spec.fit)
+    return {"key": key, **done}
