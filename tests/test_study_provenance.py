@@ -130,3 +130,21 @@ def test_a_killed_in_study_generator_resumes(dataset, tmp_path, monkeypatch):
     found = provenance.source_training_data(folder, None, None)
     assert provenance.cell_provenance(found, records, dataset.split("train").records, dataset.records,
                                       0.5).outside_cell == 0
+
+
+def test_a_generator_trained_on_a_dataset_names_its_training_data_in_exported_samples(dataset, tmp_path):
+    from oncosynth.generators import create_generator, generate_images
+
+    gen = create_generator("mcgan", width=4, size=32, batch_size=8)
+    gen.fit(dataset, tmp_path / "run", steps=1, seed=0, progress=False)
+    generate_images(tmp_path / "run", tmp_path / "samples", 2, ["benign"])
+    seen = provenance.source_training_data(tmp_path / "samples", None, None)
+    train = dataset.split("train").records
+    assert seen.patients == {r.patient for r in train} and len(seen.images) == len(train)
+    cell = sample_fraction(dataset, 0.5, seed=0).records
+    found = provenance.cell_provenance(seen, cell, train, dataset.records, 0.5)
+    assert found.outside_cell == len({r.patient for r in train} - {r.patient for r in cell})
+    # and the loaded generator carries it too (a 'generator:' source in a study)
+    from oncosynth.generators import load_generator
+
+    assert provenance.source_training_data(None, None, load_generator(tmp_path / "run").manifest).patients == seen.patients

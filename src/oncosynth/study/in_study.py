@@ -30,7 +30,8 @@ import torch
 
 from oncosynth.io import write_json
 from oncosynth.runtime import hash_strings
-from oncosynth.study.provenance import TRAINING_DATA_FILE, describe_records, image_name
+from oncosynth.data.lineage import describe_records, image_name
+from oncosynth.study.provenance import TRAINING_DATA_FILE
 
 DONE_FILE = "generator.json"
 GENERATORS_DIR = "generators"

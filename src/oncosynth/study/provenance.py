@@ -25,7 +25,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
+from oncosynth.data.lineage import describe_records, image_name
 from oncosynth.errors import ConfigError
+
+__all__ = ["LeakError", "Provenance", "TrainingData", "cell_provenance", "check_held_out", "describe_records",
+           "image_name", "in_study_provenance", "parse_training_data", "read_training_data",
+           "source_training_data"]
 
 TRAINING_DATA_FILE = "training_data.json"
 
@@ -68,20 +73,6 @@ class Provenance:
             size = f"{self.n_images} images" if self.n_images is not None else "declared splits"
             return f"manifest: trained on {size}" + (f" of {self.n_patients} patients" if self.n_patients else "")
         return "provenance unknown"
-
-
-def image_name(path_or_uid: str) -> str:
-    """The file name that identifies a real image across machines (uids are absolute paths)."""
-    head, sep, tail = path_or_uid.partition("#")  # container formats: file#member[key]
-    return Path(head).name + sep + tail
-
-
-def describe_records(records: Iterable[Any]) -> dict[str, Any]:
-    """The ``training_data`` block a manifest carries for these records (Record objects)."""
-    records = list(records)
-    patients = sorted({r.patient for r in records})
-    return {"n_images": len(records), "n_patients": len(patients), "patients": patients,
-            "images": sorted(image_name(r.uid) for r in records)}
 
 
 def parse_training_data(block: Any, where: str) -> TrainingData:
