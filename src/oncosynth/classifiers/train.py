@@ -207,11 +207,12 @@ def train_classifier(model: Classifier, train: tuple[torch.Tensor, torch.Tensor]
         if engine is not None:
             engine.accountant.history = [tuple(h) for h in saved["accountant"]]
         start_epoch, history = saved["epoch"], saved["history"]
-        best = {"score": saved["best_score"], "epoch": saved["best_epoch"], "step": saved["best_step"],
+        best = {"score": saved["best_score"], "epoch": saved["best_epoch"], "step": saved.get("best_step", 0),
                 "weights": saved["best"]}
         train_seconds, train_images = saved["train_seconds"], saved["train_images"]
-        seen_synthetic = saved["seen_synthetic"]
-        plan.load_state_dict(saved["plan"])
+        seen_synthetic = saved.get("seen_synthetic", 0)  # absent in states written before step budgets
+        if "plan" in saved:
+            plan.load_state_dict(saved["plan"])
 
     started = time.perf_counter()
     stopped_early = None
