@@ -228,8 +228,9 @@ def write_report(path: Path, config: StudyConfig, prepared: Prepared, records: l
         paragraph(_budget_note(config, rows)),
         paragraph("Numbers are mean ± standard deviation over seeds; brackets hold the 95% bootstrap interval of "
                   "the seed-averaged value, resampling the training seeds and then the test cases "
-                  f"({config.bootstrap} resamples). It is wider than the cases-only interval (also shown) because "
-                  "it counts how much the result changes when the same arm is trained again with another seed. "
+                  f"({config.bootstrap} resamples). It is wider than the cases-only interval (also shown) when seeds "
+                  "disagree, because it also counts how much the result changes when the same arm is trained "
+                  "again with another seed. "
                   "ΔAUROC is paired against the `real` arm at the same fraction and privacy budget (seed with "
                   "seed, on the same resampled cases); p is the two-sided bootstrap p-value and Holm p adjusts it "
                   "for the number of arms compared with `real`. Threshold metrics use the threshold maximising "
@@ -246,8 +247,8 @@ def write_report(path: Path, config: StudyConfig, prepared: Prepared, records: l
         f"First {config.report_samples} training images per class at fraction {max(fractions):g}, seed "
         f"{config.seeds[0]}, and the synthetic images that arm adds.", "muted"), *_samples(config, prepared, out)))
     cell_rows = [{"cell": r["cell"], "AUROC (test)": round(r["metrics"]["test"]["auroc"], 4),
-                  "threshold": round(r["threshold"], 4), "best epoch": r["train"]["best_epoch"],
-                  "epochs": r["train"]["epochs_run"], "steps": r["train"].get("steps", "–"),
+                  "threshold": round(r["threshold"], 4), "best evaluation": r["train"]["best_epoch"],
+                  "evaluations": r["train"]["epochs_run"], "steps": r["train"].get("steps", "–"),
                   "best step": r["train"].get("best_step", "–"),
                   "seen real / synthetic": "/".join(str(v) for v in r["train"].get("images_seen", {}).values()) or "–",
                   "leak flag": (r.get("provenance") or {}).get("flag") or "–",
