@@ -81,18 +81,13 @@ def test_a_folder_without_a_manifest_is_provenance_unknown(dataset, tmp_path):
         provenance.parse_training_data({"description": "x"}, "m")
 
 
-def _cell_tensors(dataset, fraction=0.5):
-    from oncosynth.data import cached_tensors
-
-    cell = sample_fraction(dataset, fraction, seed=0)
-    images, labels = cached_tensors(cell, 32, 1, progress=False)
-    return cell.records, images, labels
 
 
 def test_a_killed_in_study_generator_resumes(dataset, tmp_path, monkeypatch):
     from oncosynth.generators.cdcgan import ConditionalDCGAN
 
-    records, images, labels = _cell_tensors(dataset)
+    cell = sample_fraction(dataset, 0.5, seed=0)
+    records = cell.records
     options = {"width": 4, "size": 32, "batch_size": 8}
     key = in_study.generator_key(records, "mcgan", 4, options, 32, 1, seed=0)
     assert key != in_study.generator_key(records[1:], "mcgan", 4, options, 32, 1, seed=0)
@@ -111,25 +106,26 @@ def test_a_killed_in_study_generator_resumes(dataset, tmp_path, monkeypatch):
 
     monkeypatch.setattr(ConditionalDCGAN, "train_step", dies_at_step_three)
     with pytest.raises(Killed):
-        in_study.train_in_study(folder, "mcgan", 4, options, images, labels, dataset.classes, records, seed=0,
+        in_study.train_in_study(folder, "mcgan", 4, options, cell, seed=0,
                                 fit_options={"checkpoint_every": 2})
     assert not in_study.is_trained(folder)
     saved = json.loads((folder / provenance.TRAINING_DATA_FILE).read_text())["training_data"]
     assert saved["n_images"] == len(records)  # what it saw is on disk before it finished
     monkeypatch.setattr(ConditionalDCGAN, "train_step", lambda self, r, l: (calls.append(self.step),
                                                                             original(self, r, l))[1])
-    done = in_study.train_in_study(folder, "mcgan", 4, options, images, labels, dataset.classes, records, seed=0,
+    done = in_study.train_in_study(folder, "mcgan", 4, options, cell, seed=0,
                                    fit_options={"checkpoint_every": 2})
     assert done["resumed"] and calls[3:] == [2, 3]  # steps 0-1 were checkpointed and not redone
     generator = in_study.load_in_study(folder)
     assert generator.step == 4 and generator.sample(2, "malignant").shape == (2, 1, 32, 32)
     # finished: a second call trains nothing
-    assert in_study.train_in_study(folder, "mcgan", 4, options, images, labels, dataset.classes, records,
-                                   seed=0) == done
+    assert in_study.train_in_study(folder, "mcgan", 4, options, cell, seed=0) == done
     assert len(calls) == 5
     found = provenance.source_training_data(folder, None, None)
     assert provenance.cell_provenance(found, records, dataset.split("train").records, dataset.records,
                                       0.5).outside_cell == 0
+    # the generator's own manifest names the same records
+    assert provenance.read_training_data(generator.manifest, "m").patients == {r.patient for r in records}
 
 
 def test_a_generator_trained_on_a_dataset_names_its_training_data_in_exported_samples(dataset, tmp_path):

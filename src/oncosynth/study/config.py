@@ -92,7 +92,8 @@ class GeneratorTraining(Strict):
     """A generator trained inside the study, per (fraction, seed), on that cell's real records."""
 
     method: str = Field(description="a registered generator name (oncosynth.generators.list_generators)")
-    steps: int = Field(ge=1, description="the generator's training steps")
+    steps: int | None = Field(ge=1, description="the generator's training steps (null: a generator whose length "
+                                                "is set otherwise, e.g. SinGAN's iters per scale in 'fit')")
     options: dict = Field(default_factory=dict, description="create_generator options, e.g. {width: 16}")
     fit: dict = Field(default_factory=dict, description="extra fit() options, e.g. {checkpoint_every: 200}")
 

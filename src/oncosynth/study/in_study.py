@@ -16,7 +16,10 @@ share one folder, and a changed setting gets a new one. Inside:
 * ``generator.json``: written last, the completion marker (timings).
 
 Any registered generator works: it is made with ``create_generator`` and
-trained with its ``fit(data, run_folder, steps, seed=, device=, progress=)``.
+trained with its ``fit(data, run_folder, steps, seed=, device=, progress=)``,
+where ``data`` is a Dataset holding exactly the cell's records (the input every
+generator accepts). It trains at its own configured size (default: the data's
+native size); the study resizes its samples to the classifier's size.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ DONE_FILE = "generator.json"
 GENERATORS_DIR = "generators"
 
 
-def generator_key(records: list[Any], method: str, steps: int, options: dict[str, Any], size: int,
+def generator_key(records: list[Any], method: str, steps: int | None, options: dict[str, Any], size: int,
                   channels: int, seed: int) -> str:
     """A stable name for one in-study generator: the records it sees plus everything that shapes it."""
     names = sorted(f"{image_name(r.uid)}|{r.label}|{r.patient}" for r in records)
@@ -54,17 +57,14 @@ def is_trained(folder: Path) -> bool:
     return (folder / DONE_FILE).is_file()
 
 
-def train_in_study(folder: Path, method: str, steps: int, options: dict[str, Any], images: torch.Tensor,
-                   labels: torch.Tensor, classes: list[str], records: list[Any], seed: int,
-                   device: str = "cpu", fit_options: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Train (or finish training) one generator in ``folder``; return its completion record.
-
-    ``images`` (uint8 N×C×H×W) and ``labels`` are the cell's real training images, ``records``
-    the matching Records (for the provenance file). A finished folder is returned as it is.
-    """
+def train_in_study(folder: Path, method: str, steps: int | None, options: dict[str, Any], data: Any,
+                   seed: int, device: str = "cpu", fit_options: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Train (or finish training) one generator in ``folder`` on ``data`` (a Dataset of the cell's
+    records); return its completion record. A finished folder is returned as it is."""
     from oncosynth.generators import create_generator
 
     folder = Path(folder)
+    records = list(data.records)
     if is_trained(folder):
         return json.loads((folder / DONE_FILE).read_text())
     folder.mkdir(parents=True, exist_ok=True)
@@ -75,8 +75,7 @@ def train_in_study(folder: Path, method: str, steps: int, options: dict[str, Any
     resumed = (folder / "run" / "checkpoints").is_dir()
     wall, cpu = time.perf_counter(), time.process_time()
     generator = create_generator(method, **options)
-    generator.fit((images, labels, list(classes)), folder / "run", steps=steps, seed=seed, device=device,
-                  progress=False, **(fit_options or {}))
+    generator.fit(data, folder / "run", steps=steps, seed=seed, device=device, progress=False, **(fit_options or {}))
     done = {"method": method, "steps": steps, "options": options, "seed": seed, "n_records": len(records),
             "n_patients": len({r.patient for r in records}), "resumed": resumed,
             "wall_seconds": time.perf_counter() - wall, "cpu_seconds": time.process_time() - cpu}
@@ -127,9 +126,7 @@ def generator_unit(config, arm_name: str, fraction: float, seed: int, out: str, 
     arm = next(a for a in config.arms if a.name == arm_name)
     spec = arm.synthetic.train
     key = cell_generator_key(config, prepared, arm, fraction, seed)
-    index = torch.from_numpy(prepared.fraction_index[(fraction, seed)])
     records = prepared.cell_records(fraction, seed, config.data.train_split)
     done = train_in_study(generator_folder(out, key), spec.method, spec.steps, spec.options,
-                          prepared.train_images[index], prepared.train_labels[index], prepared.classes, records,
-                          seed, str(device), spec.fit)
+                          prepared.dataset.subset(records), seed, str(device), spec.fit)
     return {"key": key, **done}
