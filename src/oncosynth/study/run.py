@@ -3,7 +3,9 @@
 Each unfinished cell is one unit of work (:func:`~oncosynth.study.cells.cell_unit`) handed to
 an executor (``oncosynth.parallel.executor``): in this process by default, or a local process pool, or
 Ray tasks on a cluster. The output folder is the only thing cells share, so a study can be
-resumed under another executor.
+resumed under another executor. In-study generators (``synthetic.train``) are units too, run
+before the cells (:func:`~oncosynth.study.in_study.generator_unit`); the cells load them from
+``out/generators/``.
 """
 
 from __future__ import annotations
