@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import json
 
-from oncosynth import demo
+from oncosynth.demo import generators as demo_generators
+from oncosynth.demo import pipeline as demo
 
 
 def test_demo_runs_every_step_and_resumes(tmp_path, monkeypatch):
     monkeypatch.setattr(demo, "DEMO_PHANTOM", dict(n=160, malignant_fraction=0.5, size=64, difficulty="easy"))
     monkeypatch.setattr(demo, "DEMO_GAN_STEPS", 20)
     monkeypatch.setattr(demo, "DEMO_SYNTHETIC_PER_CLASS", 8)
-    from oncosynth.generators import singan
-
-    monkeypatch.setattr(singan, "DEMO_SINGAN", {**singan.DEMO_SINGAN, "iters": 4, "filters": 8})
+    monkeypatch.setattr(demo_generators, "DEMO_SINGAN", {**demo_generators.DEMO_SINGAN, "iters": 4, "filters": 8})
     out = demo.run_demo(tmp_path / "demo", seed=0)
 
     summary = json.loads((out / "phantom-summary.json").read_text())

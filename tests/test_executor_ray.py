@@ -21,6 +21,7 @@ from oncosynth.errors import ConfigError, WorkFailed  # noqa: E402
 from oncosynth.parallel.executor import RayExecutor, Resources, Unit, create_executor, run_all  # noqa: E402
 from oncosynth.study import parse_config, run_study  # noqa: E402
 from oncosynth.study import cells as study_cells  # noqa: E402
+from oncosynth.study import run as study_run  # noqa: E402
 from ray_units import die_once, fail_on_three  # noqa: E402
 
 TESTS = Path(__file__).resolve().parent
@@ -228,7 +229,7 @@ def test_cli_unreachable_ray_address_fails_before_any_work(phantom, tmp_path, mo
 
 def test_study_cells_asking_for_a_missing_gpu_fail_before_any_work(cluster, phantom, tmp_path, monkeypatch):
     """--device cuda --executor ray on a cluster without GPUs: refused before the data are loaded."""
-    monkeypatch.setattr(study_cells, "prepare", lambda *a, **k: pytest.fail("inputs were loaded"))
+    monkeypatch.setattr(study_run, "prepare", lambda *a, **k: pytest.fail("inputs were loaded"))
     with pytest.raises(ConfigError, match="1 GPU.*nothing was submitted"):
         run_study(tiny_study(phantom), tmp_path / "out", device="cuda", progress=False, executor="ray")
     with pytest.raises(ConfigError, match="0.25 GPU"):

@@ -88,6 +88,25 @@ def test_classifier_encoder_uses_features(tmp_path):
     assert net.spatial(x).ndim == 4
 
 
+def test_features_imports_no_encoder_owner_and_names_the_missing_import(tmp_path):
+    # features imports neither the classifiers nor the anomaly detector: they register their
+    # loaders when imported. Without the import, an encoder checkpoint of theirs gets one clear line.
+    import subprocess
+    import sys
+
+    from oncosynth.checkpoint import save_checkpoint
+
+    save_checkpoint(tmp_path / "clf", {"w": torch.zeros(1)}, {"kind": "classifier"})
+    script = ("import sys; import oncosynth.features as f\n"
+              "assert not any(m.startswith(('oncosynth.classifiers', 'oncosynth.quality')) for m in sys.modules)\n"
+              "try:\n    f.create_feature_net(sys.argv[1])\nexcept Exception as exc:\n"
+              "    print(type(exc).__name__, exc)\n")
+    done = subprocess.run([sys.executable, "-c", script, f"encoder:{tmp_path / 'clf'}"], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("ConfigError") and "import oncosynth.classifiers" in done.stdout
+
+
 def test_random_cnn_is_deterministic_and_named():
     a, b = create_feature_net("random-cnn:3"), create_feature_net("random-cnn:3")
     x = torch.rand(2, 1, 32, 32)

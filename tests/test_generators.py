@@ -85,6 +85,21 @@ def test_registry_names_and_aliases():
         create_generator("stylegan2-ada", preset="huge")
 
 
+def test_every_generator_implements_the_whole_protocol():
+    # one protocol for all four: nothing abstract is left, and the step-wise hooks exist only on the GANs
+    import inspect
+
+    from oncosynth.generators import Generator, generator_class
+    from oncosynth.generators.gan import SteppedGAN
+
+    assert set(list_generators()) == {"cdcgan", "stylegan2-ada", "singan", "style-transfer"}
+    for name in list_generators():
+        cls = generator_class(name)
+        assert issubclass(cls, Generator) and not inspect.isabstract(cls), name
+        assert issubclass(cls, SteppedGAN) == (name in ("cdcgan", "stylegan2-ada")), name
+        assert hasattr(cls, "train_step") == issubclass(cls, SteppedGAN), name
+
+
 # ------------------------------------------------------------------ train, sample, save, load
 @pytest.mark.parametrize("method", METHODS)
 def test_train_sample_save_load(method, tmp_path):

@@ -74,14 +74,22 @@ def save_image(image: torch.Tensor, path: str | Path) -> None:
         pil.save(handle, format="PNG")
 
 
-def save_grid(images: torch.Tensor, path: str | Path, nrow: int = 8, pad: int = 2) -> None:
-    """Write N×C×H×W float [0, 1] images as one PNG grid."""
+def grid_array(images: torch.Tensor, nrow: int = 8, pad: int = 2, pad_value: float = 1.0) -> torch.Tensor:
+    """N×C×H×W -> one C×H'×W' tensor laid out row by row (white padding): the one grid builder,
+    behind both PNG grids (``save_grid``) and the grids on HTML pages."""
+    if images.ndim != 4:
+        raise ValueError(f"expected N×C×H×W, got shape {tuple(images.shape)}")
     n, c, h, w = images.shape
-    ncol = min(nrow, n)
-    nrows = (n + ncol - 1) // ncol
-    grid = torch.ones(c, nrows * (h + pad) + pad, ncol * (w + pad) + pad)
+    ncol = max(1, min(nrow, n))
+    nrows = max(1, (n + ncol - 1) // ncol)
+    grid = torch.full((c, nrows * (h + pad) + pad, ncol * (w + pad) + pad), float(pad_value))
     for i in range(n):
         r, k = divmod(i, ncol)
         y, x = pad + r * (h + pad), pad + k * (w + pad)
-        grid[:, y : y + h, x : x + w] = images[i].detach().float().cpu()
-    save_image(grid, path)
+        grid[:, y : y + h, x : x + w] = images[i].detach().float().cpu().clamp(0, 1)
+    return grid
+
+
+def save_grid(images: torch.Tensor, path: str | Path, nrow: int = 8, pad: int = 2) -> None:
+    """Write N×C×H×W float [0, 1] images as one PNG grid."""
+    save_image(grid_array(images, nrow=nrow, pad=pad), path)

@@ -36,7 +36,7 @@ def create_feature_net(spec: str | FeatureNet, device: str | torch.device = "cpu
     if kind not in FEATURE_NETS:
         raise ConfigError(f"unknown feature net '{spec}'; use one of "
                           + ", ".join(f"{k}:..." for k in FEATURE_NETS))
-    device = resolve_device(str(device))
+    device = resolve_device(device)
     net = FEATURE_NETS[kind](arg, input_size)
     if input_size is not None and kind in ("inception", "vgg19"):
         net.name += f"@{input_size}px"

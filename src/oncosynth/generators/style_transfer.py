@@ -322,9 +322,11 @@ class StyleTransferGenerator(Generator):
     def fit(self, data, run_folder, steps: int = 0, classes: list[str] | None = None, seed: int = 0,
             device: str = "cpu", **options) -> "StyleTransferGenerator":
         from oncosynth.generators.training import prepare_data
+        from oncosynth.runtime.devices import resolve_device
         from oncosynth.runtime.manifest import make_manifest
 
         del steps, options  # nothing to train
+        self.device = resolve_device(device)  # where sample() after fit runs the feature network
         if not isinstance(data, tuple):
             from oncosynth.data import as_dataset
 

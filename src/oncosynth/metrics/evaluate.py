@@ -59,10 +59,9 @@ class ImageSet:
 
 def as_image_set(item: Any, role: str, label_from_name: bool = False) -> ImageSet:
     """A path, a ``Dataset``, a tensor, or ``(tensor, class names)`` -> ``ImageSet``."""
-    from oncosynth.data import Dataset, load_dataset
+    from oncosynth.data import Dataset, as_dataset
 
-    if isinstance(item, (str, Path)):
-        item = load_dataset(item, label_from_name=label_from_name)
+    item = as_dataset(item, label_from_name=label_from_name)
     if isinstance(item, Dataset):
         if len(item) == 0:
             raise DataError(item.root or role, f"the {role} set is empty")
@@ -157,6 +156,8 @@ def evaluate(real: Any, synthetic: Any, train: Any = None, feature_net: Any = DE
     subset of at most this many images per set; None uses every image.
     Returns the metrics dict (also written to ``out/metrics.json`` when ``out`` is given).
     """
+    import oncosynth.classifiers  # noqa: F401  (importing these registers their encoder: loaders)
+    import oncosynth.quality.anomaly  # noqa: F401
     from oncosynth.features import create_feature_net, extract_features
     from oncosynth.runtime.devices import resolve_device
     from oncosynth.runtime.manifest import hash_strings, make_manifest
@@ -310,6 +311,6 @@ def write_outputs(out: Path, metrics: dict, sets: list[ImageSet], memo_raw: dict
                 row += [f"{r.ratio[j]:.4f}", f"{r.distance[j]:.4f}", train.sources[t], train.patients[t]]
             writer.writerow(row)
         write_text(out / "memorisation.csv", buffer.getvalue())
-    from oncosynth.metrics.report import render_evaluation
+    from oncosynth.metrics.page import render_evaluation
 
     write_text(out / "evaluation.html", render_evaluation(metrics, sets, memo_raw))

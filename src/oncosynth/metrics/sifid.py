@@ -62,6 +62,8 @@ def _distance(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray]
 def sifid_matrix(reals: torch.Tensor, fakes: torch.Tensor, feature_net: Any = "random-cnn:0",
                  device: str = "cpu") -> tuple[np.ndarray, str]:
     """SIFID of every (real, fake) pair: an R×F array, and the feature network's name."""
+    import oncosynth.classifiers  # noqa: F401  (importing these registers their encoder: loaders)
+    import oncosynth.quality.anomaly  # noqa: F401
     from oncosynth.features import create_feature_net
 
     net = create_feature_net(feature_net, device=device)
@@ -114,7 +116,7 @@ def _load_set(item: Any, size: int | None, channels: int | None, what: str) -> t
 
 
 def evaluate_sifid(real: Any, synthetic: Any, feature_net: str = "random-cnn:0", out: str | Path | None = None,
-                   size: int | None = None, device: str = "cpu", max_images: int = 2000) -> dict[str, Any]:
+                   size: int | None = None, device: str | torch.device = "cpu", max_images: int = 2000) -> dict[str, Any]:
     """SIFID of every synthetic image against every real image (file, folder or data set).
 
     Writes ``sifid.json`` (per real image: mean SIFID of the synthetic images; per synthetic image:

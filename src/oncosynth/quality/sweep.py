@@ -44,7 +44,7 @@ def run_style_sweep(data, out: str | Path, content_class: str = "benign", style_
     styles = [r for r in part.records if r.label == style_class]
     if not contents or not styles:
         raise ConfigError(f"split '{split}' needs images of both '{content_class}' and '{style_class}'")
-    transfer = StyleTransfer(_resolve_feature_net(feature_net, classifier, anomaly), device=str(resolve_device(device)))
+    transfer = StyleTransfer(_resolve_feature_net(feature_net, classifier, anomaly), device=resolve_device(device))
     jobs: list[tuple[int, str, Any, StyleSettings]] = []
     pairs = _pairs(contents, styles, n_pairs, seed)
     for p in range(n_pairs):

@@ -1,8 +1,10 @@
 """Self-contained HTML pages: inline CSS, images as base64 PNG, no external assets.
 
-A report is built by concatenating fragments (``table``, ``figure``,
-``image_grid``, or any HTML string) and wrapping them with ``page``. The file
-can be mailed or archived on its own: nothing is fetched when it is opened.
+The toolkit behind every HTML page the project writes (the study page, ``oncosynth.study.page``;
+the evaluation page, ``oncosynth.metrics.page``). A page is built by concatenating fragments
+(``section``, ``paragraph``, ``table``, ``figure``, ``image_grid``, ``block``, ``numbered_list``)
+and wrapping them with ``page``. The file can be mailed or archived on its own: nothing is
+fetched when it is opened.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any, Iterable, Sequence
 import torch
 from PIL import Image
 
-from oncosynth.io import tensor_to_uint8
+from oncosynth.io import grid_array, tensor_to_uint8
 
 _CSS = """
 body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; margin: 24px auto;
@@ -111,21 +113,6 @@ def figure(fig: Any, caption: str | None = None, dpi: int = 100) -> str:
     return f'<figure><img src="{_png_data_uri(buffer.getvalue())}" alt="{escape(caption or "figure")}">{cap}</figure>'
 
 
-def grid_array(images: torch.Tensor, nrow: int = 8, pad: int = 2, pad_value: float = 1.0) -> torch.Tensor:
-    """N×C×H×W -> one C×H'×W' tensor laid out row by row (white padding)."""
-    if images.ndim != 4:
-        raise ValueError(f"expected N×C×H×W, got shape {tuple(images.shape)}")
-    n, c, h, w = images.shape
-    ncol = max(1, min(nrow, n))
-    nrows = max(1, (n + ncol - 1) // ncol)
-    grid = torch.full((c, nrows * (h + pad) + pad, ncol * (w + pad) + pad), float(pad_value))
-    for i in range(n):
-        r, k = divmod(i, ncol)
-        y, x = pad + r * (h + pad), pad + k * (w + pad)
-        grid[:, y : y + h, x : x + w] = images[i].detach().float().cpu().clamp(0, 1)
-    return grid
-
-
 def image_grid(images: torch.Tensor, nrow: int = 8, caption: str | None = None,
                max_width: int = 1000, min_cell: int = 64) -> str:
     """N×C×H×W float [0, 1] -> inline <img> of a grid, upscaled (nearest) so small images stay visible."""
@@ -157,3 +144,14 @@ def paragraph(text: str, cls: str | None = None) -> str:
     """Escaped text in a <p> (``cls`` e.g. 'note' or 'muted')."""
     attr = f' class="{cls}"' if cls else ""
     return f"<p{attr}>{escape(text)}</p>"
+
+
+def block(*fragments: str) -> str:
+    """Fragments side by side in one <div> (e.g. a row of image grids)."""
+    return "<div>" + "".join(fragments) + "</div>"
+
+
+def numbered_list(items: Iterable[Any], cls: str | None = None) -> str:
+    """Escaped items in an <ol> (``cls`` e.g. 'muted')."""
+    attr = f' class="{cls}"' if cls else ""
+    return f"<ol{attr}>" + "".join(f"<li>{escape(item)}</li>" for item in items) + "</ol>"

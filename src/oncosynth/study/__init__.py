@@ -2,8 +2,8 @@
 
 The data flow, one module each: ``config`` (the YAML) -> ``inputs`` (``prepare``: load and
 check every input) -> ``synthetic`` (the synthetic images of a cell) -> ``cells`` (train and
-evaluate one cell) -> ``aggregate`` (cells -> result rows, with ``stats``) -> ``report`` (the
-study page); ``run`` drives them.
+evaluate one cell) -> ``aggregate`` (cells -> result rows, with ``stats``) -> ``page`` (the
+study page, ``report.html``); ``run`` drives them.
 """
 
 from oncosynth.study.cells import plan_cells

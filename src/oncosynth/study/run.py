@@ -30,7 +30,7 @@ from oncosynth.study.cells import Cell, cell_fingerprint, cell_resources, cell_u
 from oncosynth.study.config import StudyConfig, load_config
 from oncosynth.study.in_study import generator_folder, generator_unit, is_trained, plan_generators
 from oncosynth.study.inputs import keep_prepared, prepare
-from oncosynth.study.report import write_report
+from oncosynth.study.page import write_report
 
 
 def run_study(config: StudyConfig | str | Path, out: str | Path = "study-out", device: str = "auto",

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from oncosynth.errors import ConfigError, DataError, OncosynthError
+from oncosynth.generators.base import Generator
 from oncosynth.generators.singan.model import (DEFAULTS, MEMBER_KIND, MODEL_KEYS, load_member, pyramid_sizes,
                                                sample_member, save_member)
 from oncosynth.generators.singan.train import _check_image, _member_fingerprint, _partials, train_singan
@@ -160,10 +161,10 @@ def _read_image_list(image_list: Any) -> list[str]:
     return [str(x) for x in image_list]
 
 
-def train_group(gen: Any, data: Any, run_folder: str | Path, *, class_name: str | None = None,
+def train_group(gen: Generator, data: Any, run_folder: str | Path, *, class_name: str | None = None,
                 images: int | None = None, image_list: Any = None, seed: int = 0, workers: int = 0,
-                executor: Any = None, resume: bool = True, device: str = "cpu", threads: int | None = None,
-                progress: bool = True) -> SinGAN:
+                executor: Any = None, resume: bool = True, device: str | torch.device = "cpu",
+                threads: int | None = None, progress: bool = True) -> Generator:
     """Train ``images`` SinGANs (one per image of ``class_name``) into ``run_folder``.
 
     ``data``: a data set path or ``Dataset`` (its train split), or a tensor N×C×H×W in [0, 1] (every
@@ -173,7 +174,9 @@ def train_group(gen: Any, data: Any, run_folder: str | Path, *, class_name: str 
     """
     from oncosynth.data import load_images
     from oncosynth.parallel.executor import LocalExecutor, Resources, Unit
+    from oncosynth.runtime.devices import resolve_device
 
+    device_t = resolve_device(device)  # a unit carries it as a string: it may cross a process
     run = Path(run_folder)
     cfg = gen.config
     # ---- choose and check every image before anything is written
@@ -229,11 +232,12 @@ def train_group(gen: Any, data: Any, run_folder: str | Path, *, class_name: str 
     if threads is None and workers:  # each worker process gets its share of the cores (or OMP_NUM_THREADS)
         threads = int(os.environ.get("OMP_NUM_THREADS") or 0) or max(1, (os.cpu_count() or 1) // workers)
     model_cfg = {k: cfg[k] for k in MODEL_KEYS}
-    resources = Resources(cpus=float(threads or 1), gpus=1.0 if str(device).startswith("cuda") else 0.0)
+    resources = Resources(cpus=float(threads or 1), gpus=1.0 if device_t.type == "cuda" else 0.0)
     units = [Unit(key=k, fn=train_member_unit, resources=resources,
                   kwargs=dict(image=img, folder=str(run / "members" / k), config=model_cfg, seed=seed + 1000 * i,
-                              size=size, channels=channels, key=k, source=s, class_name=class_name, device=device,
-                              threads=threads, sifid_net=cfg["sifid_net"], sifid_samples=int(cfg["sifid_samples"]),
+                              size=size, channels=channels, key=k, source=s, class_name=class_name,
+                              device=str(device_t), threads=threads, sifid_net=cfg["sifid_net"],
+                              sifid_samples=int(cfg["sifid_samples"]),
                               progress=bool(progress and not workers and executor is None)))
              for i, (k, img, s) in enumerate(zip(keys, chosen, sources))]
     own = executor is None

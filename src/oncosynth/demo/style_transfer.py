@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from oncosynth.generators.style_transfer import StyleSettings
-from oncosynth.quality.pipeline import RetrySchedule, run_style_campaign
+from oncosynth.quality.campaign import RetrySchedule, run_style_campaign
 
 DEMO_SCHEDULE = RetrySchedule(content_layers=("conv_3", "conv_4", "conv_5"), steps=(60, 100),
                               content_weights=(1.0, 10.0, 100.0), max_trials=3,

@@ -1,4 +1,4 @@
-"""report.html for a study: one self-contained page a person reads in a browser.
+"""The study page (``report.html``): one self-contained page a person reads in a browser.
 
 Sections: what was run; per test set the table (mean ± std over seeds, 95%
 bootstrap interval with seeds and test cases resampled as the headline, paired
@@ -23,7 +23,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from oncosynth.io import write_text  # noqa: E402
-from oncosynth.report.html import figure, image_grid, page, paragraph, section, table  # noqa: E402
+from oncosynth.report.html import block, figure, image_grid, page, paragraph, section, table  # noqa: E402
 from oncosynth.study.cells import read_predictions  # noqa: E402
 from oncosynth.study.config import ARM_KINDS, StudyConfig  # noqa: E402
 from oncosynth.study.in_study import cell_generator_key, generator_folder, load_in_study  # noqa: E402
@@ -184,7 +184,7 @@ def _samples(config: StudyConfig, prepared: Prepared, out: Path) -> list[str]:
     real_rows = [image_grid(prepared.train_images[index[real_labels == c][:n]].float() / 255, nrow=n,
                             caption=f"real · {name}") for c, name in enumerate(prepared.classes)]
     parts.append(section("Real training images (every arm that trains on real data)",
-                         "<div>" + "".join(real_rows) + "</div>", level=3))
+                         block(*real_rows), level=3))
     for arm in config.arms:
         rows = [paragraph(f"Trains on {ARM_KINDS[arm.kind].trains_on}.", "muted")]
         if arm.synthetic is not None:
@@ -198,7 +198,7 @@ def _samples(config: StudyConfig, prepared: Prepared, out: Path) -> list[str]:
                 picked = images[labels == c][:n]
                 rows.append(image_grid(picked.float() / 255, nrow=n, caption=f"synthetic · {name}")
                             if len(picked) else paragraph(f"no synthetic {name} images in this arm", "muted"))
-        parts.append(section(f"{arm.name}", "<div>" + "".join(rows) + "</div>", level=3))
+        parts.append(section(f"{arm.name}", block(*rows), level=3))
     return parts
 
 

@@ -1,4 +1,4 @@
-"""``evaluation.html``: the numbers of ``evaluate`` with the pictures that explain them."""
+"""The evaluation page (``evaluation.html``): the numbers of ``evaluate`` with the pictures that explain them."""
 
 from __future__ import annotations
 
@@ -128,7 +128,7 @@ def render_evaluation(metrics: dict, sets: list, memo_raw: dict | None) -> str:
         pairs, n, captions = _closest_pairs(memo_raw, synth.images, train.images, train.patients)
         body.append(html.image_grid(pairs, nrow=n, caption="Closest pairs: synthetic (top row) and "
                                     "its nearest training image (bottom row), closest first"))
-        body.append("<ol class=\"muted\">" + "".join(f"<li>{html.escape(c)}</li>" for c in captions) + "</ol>")
+        body.append(html.numbered_list(captions, "muted"))
         if memo["flagged"]:
             shown = [{"synthetic": e["synthetic"].split("/")[-1], **{k: v for k, v in e.items()
                       if k.endswith("_ratio") or k.endswith("_patient")}} for e in memo["flagged"][:20]]

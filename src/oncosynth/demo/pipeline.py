@@ -37,9 +37,10 @@ def _done(what: str, path: Path, started: float) -> None:
 
 
 def run_demo(out: str | Path = "oncosynth-demo", seed: int = 0) -> Path:
-    from oncosynth.generators import demo_train, generate_images
+    from oncosynth.demo.generators import demo_train
+    from oncosynth.demo.study import demo_study
+    from oncosynth.generators import generate_images
     from oncosynth.metrics.evaluate import evaluate
-    from oncosynth.study.demo import demo_study
 
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -86,12 +87,12 @@ def run_demo(out: str | Path = "oncosynth-demo", seed: int = 0) -> Path:
         if isinstance(overall.get(k), (int, float))) + f" (features: {overall.get('feature_net')})")
 
     t = _step("+ SinGAN from one phantom image (issue 6)")
-    from oncosynth.generators.singan import demo_singan
+    from oncosynth.demo.generators import demo_singan
 
     _done("SinGAN samples (samples-grid.png: training image first)", demo_singan(dataset, out / "singan", seed=seed), t)
 
     t = _step("+ style transfer with the anomaly and classifier gates, a few phantom pairs (issue 5)")
-    from oncosynth.quality.demo import demo_style_transfer
+    from oncosynth.demo.style_transfer import demo_style_transfer
 
     style = demo_style_transfer(out / "style-transfer", phantom_dir, classifier=encoder, seed=seed)
     console.print(f"style transfer: {style['accepted']} accepted of {style['pairs']} pairs in {style['trials']} "

@@ -1,10 +1,11 @@
-"""A small study on the phantom data, sized for ``oncosynth demo`` (≤ 3 minutes on 2 CPU cores)."""
+"""The study step of ``oncosynth demo``: a small study on the phantom data (≤ 3 minutes on 2 CPU cores)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from oncosynth.study.config import parse_config
+from oncosynth.study.run import run_study
 
 
 def demo_study(out: str | Path, phantom: str | Path, synthetic_folder: str | Path | None = None,
@@ -15,8 +16,6 @@ def demo_study(out: str | Path, phantom: str | Path, synthetic_folder: str | Pat
     the class at the end of each file name, or a generator run folder) are
     given, and ``real+oversample`` otherwise.
     """
-    from oncosynth.study.run import run_study
-
     if synthetic_folder is not None:
         second = {"name": "real+synthetic", "kind": "real+synthetic",
                   "synthetic": {"folder": str(synthetic_folder), "label_from_name": True, "ratio": 1.0}}
