@@ -15,7 +15,7 @@ from oncosynth.data.phantom import PhantomConfig, write_phantom
 from oncosynth.study import parse_config, run_study
 from oncosynth.study import inputs
 from oncosynth.study.provenance import LeakError, describe_records
-from oncosynth.study.report import _budget_note
+from oncosynth.study.page import _budget_note
 
 SIZE = 32
 
