@@ -58,6 +58,8 @@ class BatchPlan:
         self.batch_size, self.n_real = batch_size, n - n_synthetic
         self.mix = mix if n_synthetic and self.n_real else None
         self.oversample = oversample
+        self.pending: torch.Tensor | None = None  # an epoch's pre-drawn oversampled rows
+        self.taken = 0
         if oversample:
             counts = torch.bincount(labels, minlength=num_classes).float().clamp(min=1)
             self.weights = (1.0 / counts)[labels]
@@ -66,7 +68,23 @@ class BatchPlan:
         else:
             self.streams = [IndexStream(self.n_real), IndexStream(n_synthetic, offset=self.n_real)]
 
+    def start_epoch(self, steps: int, generator: torch.Generator) -> None:
+        """Epoch budgets: each epoch is one fresh shuffled pass (its remainder dropped) or, oversampling,
+        one draw of ``steps`` batches -- the batches of the loop before step budgets existed, so epoch
+        studies give the same results as before. A mix keeps streaming across epochs."""
+        self.pending = None
+        if self.oversample:
+            self.pending = torch.multinomial(self.weights, steps * self.batch_size, replacement=True,
+                                             generator=generator)
+            self.taken = 0
+        elif self.mix is None:
+            self.streams[0].order, self.streams[0].position = torch.zeros(0, dtype=torch.int64), 0
+
     def next(self, generator: torch.Generator) -> torch.Tensor:
+        if self.pending is not None:
+            index = self.pending[self.taken : self.taken + self.batch_size]
+            self.taken += self.batch_size
+            return index
         if self.oversample:  # classes drawn equally often, rows with replacement
             return torch.multinomial(self.weights, self.batch_size, replacement=True, generator=generator)
         if self.mix is None:

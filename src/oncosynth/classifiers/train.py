@@ -225,6 +225,8 @@ def train_classifier(model: Classifier, train: tuple[torch.Tensor, torch.Tensor]
             dp_iter = dp_iter if config.steps is not None and dp_iter is not None else _dp_batches(dp_loader)
             batches = _take(dp_iter, dp_loader, chunk_steps) if config.steps is not None else dp_iter
         else:
+            if config.steps is None:
+                plan.start_epoch(chunk_steps, generator)
             batches = _plan_batches(images, labels, plan, generator, chunk_steps)
         for xb, yb, n_syn in batches:
             seen_synthetic += n_syn
