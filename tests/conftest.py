@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
+import oncosynth  # noqa: F401  (first: sets how OpenMP threads wait before torch starts; see oncosynth.threads)
 import torch
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"

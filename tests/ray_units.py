@@ -19,3 +19,13 @@ def die_once(marker: str, value: int):
         Path(marker).write_text("died")
         os._exit(1)
     return value
+
+
+def sigkill_once(marker: str, value: int):
+    """Like ``die_once``, but the worker gets SIGKILL, the signal the kernel's OOM killer sends."""
+    import signal
+
+    if not os.path.exists(marker):
+        Path(marker).write_text("killed")
+        os.kill(os.getpid(), signal.SIGKILL)
+    return value

@@ -33,7 +33,7 @@ def make_class_folders(root: Path, split_names=("train", "val", "test"), per_cla
 
 
 def write_dicom(path: Path, pixels: np.ndarray, photometric: str = "MONOCHROME2", bits: int = 12,
-                window: tuple[float, float] | None = None, patient: str = "PAT1") -> Path:
+                window: tuple[float, float] | None = None, patient: str = "PAT1", **tags) -> Path:
     from pydicom.dataset import FileDataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
 
@@ -53,6 +53,8 @@ def write_dicom(path: Path, pixels: np.ndarray, photometric: str = "MONOCHROME2"
     ds.PixelRepresentation = 0
     if window:
         ds.WindowCenter, ds.WindowWidth = window
+    for name, value in tags.items():  # e.g. RescaleSlope, RescaleIntercept, VOILUTFunction
+        setattr(ds, name, value)
     ds.PixelData = pixels.astype(np.uint16).tobytes()
     path.parent.mkdir(parents=True, exist_ok=True)
     ds.save_as(str(path), enforce_file_format=True)
@@ -177,6 +179,55 @@ def test_npz_without_images_is_an_error(tmp_path):
         load_dataset(path)
 
 
+# ------------------------------------------------------------- cbis-ddsm ----
+def write_cbis(root: Path) -> Path:
+    """The CBIS-DDSM patch layout of ../shared/data/cbis-ddsm-masses, in miniature (file names as released)."""
+    files = {
+        ("train", "is_benign_true"): ["patientcbis-ddsm__P_00004_image2953_mass3_is_benign_1.png",
+                                      "patientcbis-ddsm__P_00004_image4105_mass4_is_benign_1.png"],
+        ("train", "is_benign_false"): ["patientcbis-ddsm__P_01_x_image77_mass1_is_benign_0.png"],
+        ("val", "is_benign_true"): ["patientcbis-ddsm__P_00100_image5_mass1_is_benign_1.png"],
+        ("val", "is_benign_false"): ["patientcbis-ddsm__P_00101_image6_mass2_is_benign_0.png"],
+        ("test", "is_benign_true"): ["patientcbis-ddsm__P_00200_image7_mass1_is_benign_1.png"],
+        ("test", "is_benign_false"): ["patientcbis-ddsm__P_00201_image8_mass1_is_benign_0.png"],
+    }
+    for (split, folder), names in files.items():
+        for k, name in enumerate(names):
+            write_png(root / split / folder / name, value=len(name) + k)
+    return root
+
+
+def test_cbis_ddsm_layout_labels_splits_and_exact_patient_ids(tmp_path):
+    root = write_cbis(tmp_path / "cbis")
+    assert detect_format(root) == "cbis-ddsm"
+    ds = load_dataset(root)
+    assert ds.format == "cbis-ddsm" and ds.classes == ["benign", "malignant"]
+    got = {(r.split, Path(r.source).name.split("_image")[0], r.label, r.patient) for r in ds}
+    assert got == {  # the patient id is the text between '__' and '_image', whatever it holds
+        ("train", "patientcbis-ddsm__P_00004", "benign", "P_00004"),
+        ("train", "patientcbis-ddsm__P_01_x", "malignant", "P_01_x"),
+        ("val", "patientcbis-ddsm__P_00100", "benign", "P_00100"),
+        ("val", "patientcbis-ddsm__P_00101", "malignant", "P_00101"),
+        ("test", "patientcbis-ddsm__P_00200", "benign", "P_00200"),
+        ("test", "patientcbis-ddsm__P_00201", "malignant", "P_00201"),
+    }
+    assert len(ds) == 7 and sum(r.patient == "P_00004" for r in ds) == 2
+    assert load_images(ds.split("train")).shape == (3, 1, 16, 16)
+
+
+def test_cbis_ddsm_name_and_folder_disagree_or_id_missing(tmp_path):
+    root = write_cbis(tmp_path / "cbis")
+    wrong = root / "test" / "is_benign_true" / "patientcbis-ddsm__P_9_image1_mass1_is_benign_0.png"
+    write_png(wrong)
+    with pytest.raises(DataError, match="is_benign_0.*malignant|folder says benign"):
+        load_dataset(root)
+    wrong.unlink()
+    nameless = write_png(root / "val" / "is_benign_false" / "mass_without_patient.png")
+    with pytest.raises(DataError, match="mass_without_patient.png"):
+        load_dataset(root)
+    nameless.unlink()
+
+
 # ------------------------------------------------------------------ pcam ----
 def write_pcam_h5(folder: Path, split: str, n: int, seed: int = 0) -> None:
     rng = np.random.default_rng(seed)
@@ -207,6 +258,21 @@ def test_pcam_missing_label_file(tmp_path):
         load_dataset(tmp_path / "pcam")
 
 
+def test_pcam_folders_layout(tmp_path):
+    root = tmp_path / "pcam-subset"  # detection needs 'pcam' or 'camelyon' in the path, as in ../shared/data
+    for split, n in (("train", 3), ("valid", 2)):
+        for cls in ("0", "1"):
+            for i in range(n):
+                write_png(root / split / cls / f"patch{split}{cls}{i}.jpg", value=i, size=12, mode="RGB")
+    assert detect_format(root) == "pcam-folders"
+    ds = load_dataset(root)
+    assert ds.format == "pcam-folders" and sorted(ds.classes) == ["metastatic", "normal"]
+    assert {(r.split, r.label) for r in ds} == {("train", "normal"), ("train", "metastatic"),
+                                               ("val", "normal"), ("val", "metastatic")}
+    assert {r.patient for r in ds if r.split == "val" and r.label == "metastatic"} == {"patchvalid10", "patchvalid11"}
+    assert load_images(ds.split("train")).shape == (6, 3, 12, 12)
+
+
 # ----------------------------------------------------------------- dicom ----
 def test_dicom_windowing_inversion_and_patient_ids(tmp_path):
     ramp = np.linspace(0, 4095, 64).reshape(8, 8)
@@ -221,8 +287,49 @@ def test_dicom_windowing_inversion_and_patient_ids(tmp_path):
     windowed = read_image(tmp_path / "d" / "test" / "benign" / "c.dcm")[..., 0]
     assert plain.min() == 0 and plain.max() == pytest.approx(1.0)  # scaled by 2**12 - 1
     assert np.allclose(inverted, 1 - plain)
-    expected = np.clip((ramp.astype(np.float32) - 500) / 1000, 0, 1)
+    # PS3.3 C.11.2.1.2.1 by hand: ((x - (c - 0.5)) / (w - 1) + 0.5), clipped
+    expected = np.clip((ramp - 999.5) / 999 + 0.5, 0, 1)
     assert np.allclose(windowed, expected, atol=1e-6)
+
+
+def _pydicom_reference(path: Path) -> np.ndarray:
+    """pydicom's own modality + VOI transform, its output range mapped to [0, 1], MONOCHROME1 inverted."""
+    import pydicom
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+
+    ds = pydicom.dcmread(str(path))
+    out = apply_voi_lut(apply_modality_lut(ds.pixel_array, ds), ds, prefer_lut=False)
+    # pydicom's output range: the unsigned stored range through the rescale (PS3.3 C.11.2.1.2)
+    slope, intercept = float(ds.get("RescaleSlope", 1)), float(ds.get("RescaleIntercept", 0))
+    y_min, y_max = intercept, (2**ds.BitsStored - 1) * slope + intercept
+    out = (out - y_min) / (y_max - y_min)
+    return 1 - out if ds.PhotometricInterpretation == "MONOCHROME1" else out
+
+
+@pytest.mark.parametrize("window, tags, photometric", [
+    ((40, 21), {}, "MONOCHROME2"),                                                    # narrow: the old formula was 0.046 off
+    ((2048, 801), {}, "MONOCHROME2"),                                                 # wide
+    ((0, 400), {"RescaleSlope": 2, "RescaleIntercept": -1024}, "MONOCHROME2"),        # CT-like rescale
+    ((40, 21), {"RescaleSlope": 0.5, "RescaleIntercept": 10}, "MONOCHROME1"),
+    ((40, 20), {"VOILUTFunction": "LINEAR_EXACT"}, "MONOCHROME2"),
+    ((40, 20), {"VOILUTFunction": "SIGMOID"}, "MONOCHROME1"),
+])
+def test_dicom_windowing_matches_pydicom(tmp_path, window, tags, photometric):
+    stored = np.concatenate([np.arange(0, 121), np.arange(300, 4096, 13), [4095]])
+    stored = np.resize(stored, 24 * 24).reshape(24, 24)
+    path = write_dicom(tmp_path / "w.dcm", stored, photometric=photometric, window=window, **tags)
+    ours = read_image(path)[..., 0]
+    assert np.allclose(ours, _pydicom_reference(path), atol=1e-6)
+
+
+def test_dicom_window_edges_by_hand(tmp_path):
+    # c = 40, w = 21 (LINEAR): 0 up to x <= 29.5, 1 above x > 49.5, linear between (hand values)
+    stored = np.array([[0, 29, 30, 40, 49, 50, 4095, 45]])
+    ours = read_image(write_dicom(tmp_path / "e.dcm", stored, window=(40, 21)))[0, :, 0]
+    hand = [0.0, 0.0, 0.5 / 20, 10.5 / 20, 19.5 / 20, 1.0, 1.0, 15.5 / 20]
+    assert np.allclose(ours, hand, atol=1e-6)
+    with pytest.raises(DataError, match="window width"):
+        read_image(write_dicom(tmp_path / "z.dcm", stored, window=(40, 0.5)))
 
 
 def test_corrupt_dicom_names_the_file(tmp_path):

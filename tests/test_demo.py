@@ -6,17 +6,20 @@ import json
 
 from oncosynth.demo import generators as demo_generators
 from oncosynth.demo import pipeline as demo
+from oncosynth.demo import study as demo_study
 
 
 def test_demo_runs_every_step_and_resumes(tmp_path, monkeypatch):
-    monkeypatch.setattr(demo, "DEMO_PHANTOM", dict(n=160, malignant_fraction=0.5, size=64, difficulty="easy"))
+    monkeypatch.setattr(demo, "DEMO_PHANTOM", dict(n=120, malignant_fraction=0.5, size=32, difficulty="easy"))
     monkeypatch.setattr(demo, "DEMO_GAN_STEPS", 20)
+    monkeypatch.setattr(demo_study, "DEMO_STUDY_SIZE", 32)
+    monkeypatch.setattr(demo_study, "DEMO_STUDY_EPOCHS", 2)
     monkeypatch.setattr(demo, "DEMO_SYNTHETIC_PER_CLASS", 8)
     monkeypatch.setattr(demo_generators, "DEMO_SINGAN", {**demo_generators.DEMO_SINGAN, "iters": 4, "filters": 8})
     out = demo.run_demo(tmp_path / "demo", seed=0)
 
     summary = json.loads((out / "phantom-summary.json").read_text())
-    assert summary["leakage"] == [] and sum(sum(c.values()) for c in summary["splits"].values()) == 160
+    assert summary["leakage"] == [] and sum(sum(c.values()) for c in summary["splits"].values()) == 120
     assert (out / "gan" / "weights.safetensors").is_file()
     assert len(list((out / "synthetic").glob("*.png"))) == 16
     results = json.loads((out / "study" / "results.json").read_text())

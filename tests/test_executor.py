@@ -38,3 +38,25 @@ def test_bad_executor_options():
         create_executor("slurm-magic")
     with pytest.raises(ConfigError, match="unique"):
         run_all([Unit("a", square, (1,)), Unit("a", square, (2,))])
+
+
+# ------------------------------------------------------------------ worker death
+def test_a_killed_pool_worker_is_retried_and_costs_no_other_unit(tmp_path):
+    """A unit whose worker process dies (SIGKILL, as the OOM killer would) gets its retry in a fresh worker;
+    the units running beside it are neither failed nor charged an attempt."""
+    from ray_units import fail_on_three, sigkill_once
+
+    units = [Unit("dies", sigkill_once, (str(tmp_path / "marker"), 7)),
+             *[Unit(f"u{i}", fail_on_three, (i,)) for i in (0, 1, 2, 4)]]
+    outcomes = run_all(units, LocalExecutor(workers=2, retries=1))
+    assert [(o.key, o.value, o.attempts, o.error) for o in outcomes] == [
+        ("dies", 7, 2, None), ("u0", 0, 1, None), ("u1", 1, 1, None), ("u2", 4, 1, None), ("u4", 16, 1, None)]
+
+
+def test_a_killed_pool_worker_without_retries_is_a_reported_failure(tmp_path):
+    from ray_units import die_once, fail_on_three
+
+    units = [Unit("dies", die_once, (str(tmp_path / "marker"), 7)), Unit("fine", fail_on_three, (2,))]
+    dies, fine = run_all(units, LocalExecutor(workers=2, retries=0))
+    assert not dies.ok and "worker process died" in dies.error and dies.attempts == 1
+    assert fine.ok and fine.value == 4

@@ -97,6 +97,65 @@ def test_ms_ssim_sanity():
     assert diversity.ms_ssim_levels(64) == 3 and diversity.ms_ssim_levels(256) == 5
 
 
+def _reference_ms_ssim(x: np.ndarray, y: np.ndarray, levels: int) -> float:
+    """MS-SSIM of two 2-D images as Wang, Simoncelli & Bovik (2003) define it, built on scipy's Gaussian
+    filter (11-px window = radius 5, sigma 1.5, kept to the 'valid' region): mean contrast-structure at
+    every scale but the coarsest, mean SSIM (luminance x contrast-structure, per pixel) at the coarsest,
+    2x2 averaging between scales, the published weights renormalised over the scales used."""
+    from scipy.ndimage import gaussian_filter
+
+    def blur(a):
+        return gaussian_filter(a, sigma=1.5, radius=5, mode="reflect")[5:-5, 5:-5]
+
+    c1, c2 = 0.01**2, 0.03**2
+    weights = np.array([0.0448, 0.2856, 0.3001, 0.2363, 0.1333][:levels])
+    weights = weights / weights.sum()
+    x, y = x.astype(np.float64), y.astype(np.float64)
+    terms = []
+    for level in range(levels):
+        mx, my = blur(x), blur(y)
+        vx, vy, cxy = blur(x * x) - mx**2, blur(y * y) - my**2, blur(x * y) - mx * my
+        cs = (2 * cxy + c2) / (vx + vy + c2)
+        if level < levels - 1:
+            terms.append(cs.mean())
+            h, w = x.shape[0] // 2 * 2, x.shape[1] // 2 * 2
+            x = x[:h, :w].reshape(h // 2, 2, w // 2, 2).mean(axis=(1, 3))
+            y = y[:h, :w].reshape(h // 2, 2, w // 2, 2).mean(axis=(1, 3))
+        else:
+            terms.append((((2 * mx * my + c1) / (mx**2 + my**2 + c1)) * cs).mean())
+    return float(np.prod(np.array(terms) ** weights))
+
+
+def test_ms_ssim_of_flat_images_is_the_closed_form():
+    # flat images: every variance and covariance is 0, so cs = c2 / c2 = 1 at every scale and only the
+    # coarsest luminance term (2ab + c1) / (a^2 + b^2 + c1) remains, raised to its normalised weight
+    a, b = torch.tensor([0.2, 0.5, 0.9]), torch.tensor([0.7, 0.5, 0.1])
+    x = a.view(3, 1, 1, 1).expand(3, 1, 64, 64)
+    y = b.view(3, 1, 1, 1).expand(3, 1, 64, 64)
+    c1 = 0.01**2
+    exponent = 0.3001 / (0.0448 + 0.2856 + 0.3001)  # three scales fit at 64 px
+    closed = ((2 * a * b + c1) / (a**2 + b**2 + c1)) ** exponent
+    # float32 variances (E[x^2] - mu^2) carry ~1e-7 of cancellation error against c2 = 9e-4: 3e-4 slack
+    assert torch.allclose(diversity.ms_ssim(x, y), closed, atol=3e-4)
+    pairwise = diversity.mean_pairwise_ms_ssim(torch.cat([x[:1], y[:1]]))
+    assert pairwise["ms_ssim"] == pytest.approx(float(closed[0]), abs=3e-4)
+
+
+@pytest.mark.parametrize("levels", [1, 3])
+def test_ms_ssim_matches_a_scipy_reference(levels):
+    rng = np.random.default_rng(4)
+    base = rng.random((4, 64, 64))
+    # correlated structure, brightness that drifts across the image (so luminance and structure vary together)
+    other = np.clip(0.6 * base + 0.3 * rng.random((4, 64, 64)) * np.linspace(0, 1, 64), 0, 1) ** 2
+    ours = diversity.ms_ssim(torch.from_numpy(base[:, None]).float(), torch.from_numpy(other[:, None]).float(),
+                             levels=levels)
+    reference = [_reference_ms_ssim(base[k], other[k], levels) for k in range(4)]
+    assert ours.numpy() == pytest.approx(reference, abs=2e-5)
+    if levels == 3:  # the cached pairwise path agrees with the same reference
+        images = torch.from_numpy(np.concatenate([base[:1], other[:1]])[:, None]).float()
+        assert diversity.mean_pairwise_ms_ssim(images)["ms_ssim"] == pytest.approx(reference[0], abs=2e-5)
+
+
 def test_mean_pairwise_ms_ssim_equals_all_pairs_average():
     g = torch.Generator().manual_seed(1)
     x = torch.rand(12, 1, 48, 48, generator=g)

@@ -48,10 +48,22 @@ def test_evaluate_phantom_writes_json_html_csv(phantom, tmp_path):
     for key in ("fid", "kid", "precision", "recall", "density", "coverage", "ms_ssim_synthetic", "memorised_fraction"):
         assert key in overall
     assert set(metrics["results"]) == {"overall", *ds.classes}
+    # exactly the four planted copies are flagged: the validation images are other patients' images
     memo = metrics["memorisation"]
-    assert memo["n_flagged"] >= 4
-    flagged = {e["synthetic"] for e in memo["flagged"]}
-    assert {"synthetic[0]", "synthetic[1]", "synthetic[2]", "synthetic[3]"} <= flagged
+    assert sorted(e["synthetic"] for e in memo["flagged"]) == [f"synthetic[{i}]" for i in range(4)]
+    assert memo["n_flagged"] == 4
+    # FID in metrics.json = the Fréchet distance of the features, extracted here and computed by the test's
+    # own eigen-decomposition formula (not oncosynth's fid)
+    from test_metrics import _direct_fid
+
+    from oncosynth.features import create_feature_net
+
+    net = create_feature_net("random-cnn:0")
+    with torch.no_grad():
+        real_features = net(load_images(test)).double().numpy()
+        synthetic_features = net(synthetic[0]).double().numpy()
+    saved_fid = json.loads((out / "metrics.json").read_text())["results"]["overall"]["fid"]
+    assert saved_fid == pytest.approx(_direct_fid(real_features, synthetic_features), rel=1e-5)
     saved = json.loads((out / "metrics.json").read_text())
     assert saved["manifest"]["config"]["feature_net"] == "random-cnn[seed=0]"
     html = (out / "evaluation.html").read_text()

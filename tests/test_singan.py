@@ -56,9 +56,20 @@ def folder(tmp_path) -> Path:
 # ------------------------------------------------------------------ one SinGAN ----
 def test_pyramid_sizes():
     sizes = pyramid_sizes(128, 128)
-    assert sizes[0] == (25, 25) and sizes[-1] == (128, 128) and len(sizes) == 7
-    ratios = [b[0] / a[0] for a, b in zip(sizes, sizes[1:])]
-    assert all(1 / 0.75 - 0.05 < 1 / r or r < 1 / 0.75 + 0.05 for r in ratios)
+    # by hand: 0.75**5 = 0.237 > 25/128 = 0.195 > 0.75**6 = 0.178, so 6 steps of ratio (128/25)**(1/6) = 1.3125,
+    # no step coarser than 1/0.75 = 1.333; each side is that geometric series rounded to whole pixels
+    ratio = (128 / 25) ** (1 / 6)
+    assert sizes == [(round(128 / ratio**k),) * 2 for k in range(6, -1, -1)]
+    assert sizes[0] == (25, 25) and sizes[-1] == (128, 128)
+    for (h0, w0), (h1, w1) in zip(sizes, sizes[1:]):  # both bounds, on both sides (rounding: +-0.5 px each)
+        for a, b in ((h0, h1), (w0, w1)):
+            assert (b - 0.5) / (a + 0.5) <= ratio <= (b + 0.5) / (a - 0.5)
+            assert b / a <= 1 / 0.75 + 0.02
+    tall = pyramid_sizes(300, 200, max_size=150)  # (150, 100): 4 steps cannot reach 25 (0.75**4 = 0.32 > 0.25)
+    ratio = (100 / 25) ** (1 / 5)
+    for (h0, w0), (h1, w1) in zip(tall, tall[1:]):
+        assert (h1 - 0.5) / (h0 + 0.5) <= ratio <= (h1 + 0.5) / (h0 - 0.5)
+        assert (w1 - 0.5) / (w0 + 0.5) <= ratio <= (w1 + 0.5) / (w0 - 0.5)
     assert pyramid_sizes(300, 200, max_size=150)[-1] == (150, 100)  # long side capped
     assert pyramid_sizes(300, 200, max_size=150)[0][1] == 25  # short side ends at min_size
     assert len(pyramid_sizes(128, 128, scale_factor=0.8)) > len(sizes)

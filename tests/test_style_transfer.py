@@ -83,6 +83,44 @@ def test_batched_equals_one_pair_at_a_time_with_per_pair_settings():
     assert (batched.total_loss[[0, 2]] < start.total_loss[[0, 2]]).all()
 
 
+def _gatys_losses(net, x, content, style, content_layer, style_layers):
+    """Gatys et al. (2016) written out in float64 numpy from the feature maps alone:
+    L_content = 1/2 sum (F - P)^2 and E_l = 1/(4 N^2 M^2) sum (G - A)^2 with G = F F^T (unnormalised),
+    N channels and M positions; style = mean of E_l over the layers."""
+    layers = [content_layer, *style_layers]
+    with torch.no_grad():
+        fx, fc, fs = (net(t, layers) for t in (x, content, style))
+    content_loss = 0.5 * ((fx[content_layer].double().numpy() - fc[content_layer].double().numpy()) ** 2).sum()
+    style_terms = []
+    for layer in style_layers:
+        a, b = fx[layer][0].double().numpy(), fs[layer][0].double().numpy()
+        n, m = a.shape[0], a.shape[1] * a.shape[2]
+        g, target = a.reshape(n, m) @ a.reshape(n, m).T, b.reshape(n, m) @ b.reshape(n, m).T
+        style_terms.append((((g - target) ** 2).sum() / (4 * n**2 * m**2), n, m))
+    return content_loss, fx[content_layer].shape, style_terms
+
+
+def test_losses_follow_the_gatys_formulas():
+    """The reported losses against the paper's, at the optimised images of a batched run with per-pair
+    layers: content = 2 L_content / (N M) (a mean, not half a sum); style per layer = (4 / N^2) E_l
+    (the tutorial's Gram normalisation, see the module docstring), averaged over the pair's layers."""
+    torch.manual_seed(2)
+    content, style = torch.rand(2, 1, SIZE, SIZE), torch.rand(2, 1, SIZE, SIZE)
+    settings = [FAST.with_(steps=3), FAST.with_(steps=2, content_layer="conv_1", style_layers=("conv_2", "conv_3"))]
+    transfer = StyleTransfer("random-cnn:0")
+    result = transfer.run(content, style, settings)
+    for i, s in enumerate(settings):
+        paper_content, shape, terms = _gatys_losses(transfer.features, result.images[i : i + 1], content[i : i + 1],
+                                                    style[i : i + 1], s.content_layer, s.style_layers)
+        n_m = shape[1] * shape[2] * shape[3]
+        assert float(result.content_loss[i]) == pytest.approx(2 * paper_content / n_m, rel=1e-4)
+        expected_style = np.mean([4 / n**2 * e for e, n, _ in terms])
+        assert float(result.style_loss[i]) == pytest.approx(expected_style, rel=1e-4)
+        assert float(result.total_loss[i]) == pytest.approx(
+            s.content_weight * 2 * paper_content / n_m + s.style_weight * expected_style, rel=1e-4)
+    assert (result.content_loss > 0).all()  # the images moved away from the content images
+
+
 def test_vgg19_weight_file_layers_and_lbfgs(tmp_path):
     from safetensors.torch import save_file
     from torchvision.models.vgg import cfgs, make_layers

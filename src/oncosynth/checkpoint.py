@@ -2,18 +2,22 @@
 
 A checkpoint is a folder: ``weights.safetensors`` (tensors only, never
 pickle), ``config.json`` (how to rebuild the model, including its ``kind``)
-and ``manifest.json`` (provenance). Nothing here unpickles a file.
+and ``manifest.json`` (provenance, and ``weights_sha256``: the SHA-256 of the
+weights file as written). Loading checks that hash, so flipped bytes inside
+the tensor data (which safetensors itself cannot notice) are refused by name
+instead of producing noise. Nothing here unpickles a file.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save as save_bytes
+from safetensors.torch import load as load_bytes, load_file, save as save_bytes
 
 from oncosynth.errors import CheckpointError
 from oncosynth.io import atomic_write, write_json
@@ -21,6 +25,7 @@ from oncosynth.io import atomic_write, write_json
 WEIGHTS = "weights.safetensors"
 CONFIG = "config.json"
 MANIFEST = "manifest.json"
+HASH_KEY = "weights_sha256"
 
 
 def save_checkpoint(folder: str | Path, tensors: dict[str, torch.Tensor], config: dict[str, Any],
@@ -31,9 +36,10 @@ def save_checkpoint(folder: str | Path, tensors: dict[str, torch.Tensor], config
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     contiguous = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    data = save_bytes(contiguous)
     with atomic_write(folder / WEIGHTS) as handle:
-        handle.write(save_bytes(contiguous))
-    write_json(folder / MANIFEST, manifest or {})
+        handle.write(data)
+    write_json(folder / MANIFEST, {**(manifest or {}), HASH_KEY: hashlib.sha256(data).hexdigest()})
     write_json(folder / CONFIG, config)
     return folder
 
@@ -49,18 +55,40 @@ def load_checkpoint(folder: str | Path, kind: str | None = None,
         raise CheckpointError(f"{folder}: not a checkpoint (needs {CONFIG} and {WEIGHTS})")
     try:
         config = json.loads(config_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise CheckpointError(f"{config_path}: corrupt config ({exc})") from None
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{config_path}: corrupt config (not a JSON object)")
     found = str(config.get("kind", ""))
     if kind is not None and not found.startswith(kind):
         raise CheckpointError(f"{folder}: checkpoint holds a '{found or 'unknown'}', expected '{kind}'")
+    manifest = read_manifest(folder / MANIFEST)
     try:
-        tensors = load_file(str(weights_path), device=str(device))
+        data = weights_path.read_bytes()
+    except OSError as exc:
+        raise CheckpointError(f"{weights_path}: unreadable weights ({exc})") from None
+    expected = manifest.get(HASH_KEY)
+    if expected is not None and hashlib.sha256(data).hexdigest() != expected:
+        raise CheckpointError(f"{weights_path}: corrupt weights (their SHA-256 differs from the one recorded "
+                              f"in {MANIFEST} when it was written)")
+    try:
+        tensors = {k: v.to(device) for k, v in load_bytes(data).items()}
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(f"{weights_path}: corrupt weights ({exc})") from None
-    manifest_path = folder / MANIFEST
-    manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
     return tensors, config, manifest
+
+
+def read_manifest(path: Path) -> dict[str, Any]:
+    """A checkpoint's manifest (``{}`` when absent: checkpoints from before manifests were hashed)."""
+    if not path.is_file():
+        return {}
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{path}: corrupt manifest ({exc})") from None
+    if not isinstance(manifest, dict):
+        raise CheckpointError(f"{path}: corrupt manifest (not a JSON object)")
+    return manifest
 
 
 def read_weights_file(path: str | Path) -> dict[str, torch.Tensor]:

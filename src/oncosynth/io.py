@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import tempfile
+import threading
+import time
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -17,15 +20,41 @@ import numpy as np
 import torch
 from PIL import Image
 
+from oncosynth.errors import ConfigError
+
+
+def _umask() -> int:
+    """The process umask, read without changing it where the OS allows (other threads may be writing)."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    with _UMASK_LOCK:  # elsewhere: set and restore it (mkstemp files are created 0600 regardless)
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return mask
+
+
+_UMASK_LOCK = threading.Lock()
+
 
 @contextlib.contextmanager
 def atomic_write(path: str | Path, mode: str = "wb") -> Iterator[Any]:
-    """Open a temporary file beside ``path``; rename it over ``path`` on success."""
+    """Open a temporary file beside ``path``; rename it over ``path`` on success.
+
+    The file gets the permissions a plain ``open`` would give it (0666 less the
+    umask), not ``mkstemp``'s private 0600: reports must be readable by others.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, mode) as handle:
+            if hasattr(os, "fchmod"):  # POSIX; Windows files have no mode bits to fix
+                os.fchmod(handle.fileno(), 0o666 & ~_umask())
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
@@ -34,6 +63,41 @@ def atomic_write(path: str | Path, mode: str = "wb") -> Iterator[Any]:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def check_output_folder(path: str | Path, option: str = "--out") -> Path:
+    """Fail before any work when ``path`` cannot be (or become) a folder of outputs."""
+    path = Path(path)
+    if path.exists() or path.is_symlink():
+        if not path.is_dir():
+            raise ConfigError(f"{path}: {option} is a file, not a folder")
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise ConfigError(f"{path}: {option} folder is not writable")
+        return path
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ConfigError(f"{path}: cannot create {option} below {parent}, which is a file")
+            if not os.access(parent, os.W_OK | os.X_OK):
+                raise ConfigError(f"{path}: cannot create {option} in {parent}, which is not writable")
+            break
+    return path
+
+
+def set_aside(path: str | Path, problem: str) -> Path:
+    """Rename a damaged file or folder out of the way, beside it, and say so; never delete it.
+
+    The new name starts with ``damaged-`` so no ``step-*``/marker lookup finds
+    it again, and it may still be all that is left of a long run.
+    """
+    path = Path(path)
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    target, n = path.with_name(f"damaged-{stamp}-{path.name}"), 1
+    while target.exists():
+        target, n = path.with_name(f"damaged-{stamp}-{n}-{path.name}"), n + 1
+    os.replace(path, target)
+    logging.getLogger("oncosynth").warning("%s: %s; set aside as %s", path, problem, target.name)
+    return target
 
 
 def write_text(path: str | Path, text: str) -> None:

@@ -24,6 +24,9 @@ from oncosynth.errors import CheckpointError, ConfigError
 
 KIND = "classifier"
 HEADS = ("linear", "mlp")
+# Folders whose backbone weights a classifier can start from: a trained classifier, or
+# the output of `oncosynth pretrain`.
+PRETRAINED_KINDS = (KIND, "pretrained-backbone")
 
 
 def _create_backbone(name: str, **kwargs: Any) -> nn.Module:
@@ -127,7 +130,10 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Tensors from one of our classifier checkpoints (a folder) or a weights file."""
     path = Path(path)
     if path.is_dir():
-        tensors, _, _ = load_checkpoint(path, kind=KIND)
+        tensors, config, _ = load_checkpoint(path)
+        if config.get("kind") not in PRETRAINED_KINDS:
+            raise CheckpointError(f"{path}: checkpoint holds a '{config.get('kind') or 'unknown'}', "
+                                  f"expected one of {', '.join(PRETRAINED_KINDS)}")
         return tensors
     if not path.is_file():
         raise ConfigError(f"pretrained weights not found: {path}")

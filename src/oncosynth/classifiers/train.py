@@ -197,8 +197,8 @@ def train_classifier(model: Classifier, train: tuple[torch.Tensor, torch.Tensor]
     start_epoch, best = 0, {"score": -math.inf, "epoch": -1, "step": 0, "weights": None}
     history: list[dict] = []
     train_seconds, train_images, seen_synthetic = 0.0, 0, 0
-    if state_path is not None and state_path.is_file():
-        saved = torch.load(state_path, map_location="cpu", weights_only=True)
+    saved = _read_state(state_path) if state_path is not None and state_path.is_file() else None
+    if saved is not None:
         model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
@@ -356,6 +356,27 @@ def _make_private(model: Classifier, optimizer, images, labels, config: TrainCon
                 module=module, optimizer=optimizer, data_loader=loader, criterion=nn.CrossEntropyLoss(),
                 noise_multiplier=sigma, max_grad_norm=dp.max_grad_norm, grad_sample_mode="hooks")
     return engine, private_module, private_optimizer, private_loader
+
+
+_STATE_KEYS = ("model", "optimizer", "scheduler", "generator", "torch_rng", "epoch", "history", "best",
+               "best_score", "best_epoch", "train_seconds", "train_images", "accountant")
+
+
+def _read_state(path: Path) -> dict | None:
+    """The resume state, or None after setting a damaged one aside (the unit then restarts from epoch 0)."""
+    from oncosynth.io import set_aside
+
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+        missing = [k for k in _STATE_KEYS if k not in saved] if isinstance(saved, dict) else ["everything"]
+        problem = f"incomplete resume state (missing {missing})" if missing else None
+    except Exception as exc:  # noqa: BLE001 - truncated or garbled: torch raises several types
+        first_line = (str(exc).splitlines() or [""])[0][:120]
+        problem = f"unreadable resume state ({type(exc).__name__}: {first_line})"
+    if problem is None:
+        return saved
+    set_aside(path, problem + "; training restarts from the first epoch")
+    return None
 
 
 def _save_state(path: Path, model, optimizer, scheduler, generator, engine, epoch, history, best,

@@ -25,7 +25,8 @@ def data_summary(
     from oncosynth.data.summary import render_summary, summarise
 
     # the summary decodes every image anyway, so it (not the loader) does the skipping
-    dataset = load_dataset(path, format=format, label_from_name=label_from_name, patients_csv=patients_csv)
+    dataset = load_dataset(path, format=format, label_from_name=label_from_name, patients_csv=patients_csv,
+                           skip_bad=skip_bad, decode_all=False)
     summary = summarise(dataset, skip_bad=skip_bad)
     if as_json:
         typer.echo(json.dumps(summary, indent=2))

@@ -44,6 +44,8 @@ def train_generator(
     executor: str = typer.Option("local", "--executor", help="singan: where the SinGANs train: local | ray (issue 8)."),
     ray_address: str = typer.Option("auto", "--ray-address", help="singan with --executor ray: auto | HOST:PORT | local."),
     retries: int = typer.Option(0, "--retries", help="singan: further attempts for a SinGAN whose unit fails."),
+    allow_leakage: bool = typer.Option(False, "--allow-leakage",
+                                       help="Train although a patient has images in two splits (recorded in the manifest)."),
 ) -> None:
     """Train a generator: a class-conditional GAN, or a group of single-image SinGANs for one class."""
     from oncosynth.data import load_dataset
@@ -74,7 +76,8 @@ def train_generator(
 
         with create_executor(executor, **executor_options(executor, workers or 0, ray_address, retries)) as runner:
             gen.fit(dataset, out, class_name=class_name, images=images, image_list=image_list, seed=seed,
-                    workers=workers or 0, resume=resume, device=device, executor=runner)
+                    workers=workers or 0, resume=resume, device=device, executor=runner,
+                    allow_leakage=allow_leakage)
         typer.echo(f"singan: {len(gen.members)} SinGAN(s) of class '{gen.classes[0]}' in {out} "
                    f"(per-SinGAN time and SIFID in {out / 'members.csv'})")
         return
@@ -85,7 +88,7 @@ def train_generator(
     gen.fit(dataset, out, steps=steps or 2000, batch_size=batch_size, seed=seed, device=device, resume=resume,
             checkpoint_every=checkpoint_every or 500,
             sample_every=(500 if sample_every is None else sample_every) or None, tensorboard=tensorboard,
-            classes=classes or None, distributed=distributed)
+            classes=classes or None, distributed=distributed, allow_leakage=allow_leakage)
     if not distributed or os.environ.get("RANK", "0") == "0":
         typer.echo(f"{gen.name}: trained {gen.step} steps; model in {out}")
 

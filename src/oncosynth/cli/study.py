@@ -30,12 +30,15 @@ def study(
     distributed: bool = typer.Option(False, "--distributed",
                                      help="Under torchrun: train each cell data-parallel on all processes "
                                           "(train.batch_size is the global batch); rank 0 writes."),
+    allow_leakage: bool = typer.Option(False, "--allow-leakage",
+                                       help="Run although a patient has images in two splits (the report says so)."),
 ) -> None:
     """Run a classifier-utility study grid; writes results.json, results.csv, predictions and report.html."""
     from oncosynth.study import run_study
 
     options = executor_options(executor, workers, ray_address, retries)
     report = run_study(config, out, device=device, executor=executor, executor_options=options,
-                       threads_per_cell=cpus_per_cell, distributed=distributed, gpus_per_cell=gpus_per_cell)
+                       threads_per_cell=cpus_per_cell, distributed=distributed, gpus_per_cell=gpus_per_cell,
+                       allow_leakage=allow_leakage)
     if not distributed or os.environ.get("RANK", "0") == "0":
         typer.echo(f"report written to {report}")

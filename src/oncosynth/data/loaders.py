@@ -27,7 +27,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from oncosynth.data.decode import DICOM_SUFFIXES, IMAGE_SUFFIXES, decode_record
+from oncosynth.data.decode import DICOM_SUFFIXES, IMAGE_SUFFIXES, decode_record, missing_path_problem
 from oncosynth.data.records import Dataset, Record, class_order
 from oncosynth.errors import DataError, OncosynthError
 
@@ -52,8 +52,9 @@ def _subdirs(folder: Path) -> list[Path]:
 
 
 def _files(folder: Path, suffixes: set[str]) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in suffixes
-                  and not p.name.startswith("."))
+    # a dangling symlink is kept: decoding names it as a bad file instead of it vanishing silently
+    return sorted(p for p in folder.iterdir() if (p.is_file() or (p.is_symlink() and not p.exists()))
+                  and p.suffix.lower() in suffixes and not p.name.startswith("."))
 
 
 def _split_layout(root: Path) -> list[tuple[str, Path]]:
@@ -67,7 +68,7 @@ def _split_layout(root: Path) -> list[tuple[str, Path]]:
 def detect_format(path: str | Path, label_from_name: bool = False) -> str:
     path = Path(path)
     if not path.exists():
-        raise DataError(path, "no such file or folder")
+        raise DataError(path, missing_path_problem(path))
     if path.is_file():
         suffix = path.suffix.lower()
         if suffix == ".npz":
@@ -104,7 +105,9 @@ def _labels_in_names(folder: Path) -> bool:
 # -------------------------------------------------------------- loaders ----
 def _class_folder_records(root: Path, fmt: str, suffixes: set[str],
                           class_name: Callable[[str], str],
-                          patient_of: Callable[[Path], str]) -> list[Record]:
+                          patient_of: Callable[[Path], str],
+                          skipped: list[dict] | None = None) -> list[Record]:
+    """With ``skipped`` (a list), a file whose listing fails (e.g. its DICOM header) is recorded there, not raised."""
     records: list[Record] = []
     for split, split_dir in _split_layout(root):
         class_dirs = _subdirs(split_dir)
@@ -115,18 +118,24 @@ def _class_folder_records(root: Path, fmt: str, suffixes: set[str],
             if not files:
                 raise DataError(class_dir, f"empty class folder (no {'/'.join(sorted(suffixes))} files)")
             label = class_name(class_dir.name)
-            records += [Record(str(f), label, patient_of(f), split, fmt) for f in files]
+            for file in files:
+                try:
+                    records.append(Record(str(file), label, patient_of(file), split, fmt))
+                except DataError as exc:
+                    if skipped is None:
+                        raise
+                    skipped.append({"file": str(file), "problem": exc.problem})
     return records
 
 
-def _load_cbis(root: Path) -> list[Record]:
+def _load_cbis(root: Path, skipped: list[dict] | None) -> list[Record]:
     def patient_of(file: Path) -> str:
         match = _CBIS_PATIENT.search(file.stem)
         if not match:
             raise DataError(file, "CBIS-DDSM file name without a patient id ('__<PID>_image')")
         return match.group("patient")
 
-    records = _class_folder_records(root, "cbis-ddsm", {".png"}, lambda n: _CBIS_CLASSES[n], patient_of)
+    records = _class_folder_records(root, "cbis-ddsm", {".png"}, lambda n: _CBIS_CLASSES[n], patient_of, skipped)
     for record in records:  # the name repeats the label: a disagreement is a data error
         match = _CBIS_NAME_LABEL.search(Path(record.source).stem)
         if match and (match.group("flag") == "1") != (record.label == "benign"):
@@ -163,19 +172,19 @@ def _csv_patient_lookup(root: Path, patients_csv: Path | None) -> Callable[[Path
     return patient_of
 
 
-def _load_folders(root: Path, patients_csv: Path | None) -> list[Record]:
+def _load_folders(root: Path, patients_csv: Path | None, skipped: list[dict] | None) -> list[Record]:
     return _class_folder_records(root, "folders", IMAGE_SUFFIXES, lambda n: n,
-                                 _csv_patient_lookup(root, patients_csv))
+                                 _csv_patient_lookup(root, patients_csv), skipped)
 
 
-def _load_pcam_folders(root: Path) -> list[Record]:
+def _load_pcam_folders(root: Path, skipped: list[dict] | None) -> list[Record]:
     # PCam publishes no patient ids; its official splits are already slide-disjoint.
     def class_name(name: str) -> str:
         if name not in _PCAM_CLASSES:
             raise DataError(root / name, "PCam class folders must be named 0 or 1")
         return _PCAM_CLASSES[name]
 
-    return _class_folder_records(root, "pcam-folders", IMAGE_SUFFIXES, class_name, lambda f: f.stem)
+    return _class_folder_records(root, "pcam-folders", IMAGE_SUFFIXES, class_name, lambda f: f.stem, skipped)
 
 
 def _load_named_files(root: Path, patients_csv: Path | None) -> list[Record]:
@@ -191,7 +200,7 @@ def _load_named_files(root: Path, patients_csv: Path | None) -> list[Record]:
     return records
 
 
-def _load_dicom(root: Path, patients_csv: Path | None) -> list[Record]:
+def _load_dicom(root: Path, patients_csv: Path | None, skipped: list[dict] | None) -> list[Record]:
     import pydicom
     from pydicom.errors import InvalidDicomError
 
@@ -206,30 +215,76 @@ def _load_dicom(root: Path, patients_csv: Path | None) -> list[Record]:
             raise DataError(file, f"unreadable DICOM header ({exc})") from None
         return str(header.get("PatientID", "") or file.stem)
 
-    return _class_folder_records(root, "dicom", DICOM_SUFFIXES, lambda n: n, patient_of)
+    return _class_folder_records(root, "dicom", DICOM_SUFFIXES, lambda n: n, patient_of, skipped)
+
+
+def _npy_header(archive, key: str) -> tuple[tuple[int, ...], np.dtype]:
+    """Shape and dtype of one member without reading its data (MedMNIST+ files are large)."""
+    fmt = np.lib.format
+    with archive.zip.open(f"{key}.npy") as member:
+        version = fmt.read_magic(member)
+        if version not in ((1, 0), (2, 0)):
+            raise ValueError(f"'{key}': unsupported .npy version {version}")
+        reader = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
+        shape, _, dtype = reader(member)
+    return tuple(shape), dtype
+
+
+def _npz_members(path: Path) -> tuple[dict[str, np.ndarray], dict[str, tuple[int, ...]]]:
+    """Labels in full and image shapes from the headers only; object arrays are refused by name."""
+    import zipfile
+
+    labels, image_shapes = {}, {}
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            for key in archive.files:
+                if not key.endswith(("_labels", "_images")):
+                    continue
+                shape, dtype = _npy_header(archive, key)
+                if dtype.hasobject:
+                    raise DataError(path, f"'{key}' is an object array; only numeric arrays are read "
+                                          "(pickled objects are never loaded)")
+                if key.endswith("_labels"):
+                    labels[key] = archive[key]
+                else:
+                    image_shapes[key] = tuple(shape)
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as exc:
+        raise DataError(path, f"unreadable .npz ({exc})") from None
+    return labels, image_shapes
+
+
+def _integer_labels(path: Path, key: str, labels: np.ndarray) -> np.ndarray:
+    """Integer class indices; fractional or non-numeric labels are an error, not a silent cast."""
+    if labels.dtype.kind in "iub":
+        return labels.astype(np.int64)
+    if labels.dtype.kind == "f" and np.all(np.isfinite(labels)) and np.all(labels == np.round(labels)):
+        return labels.astype(np.int64)
+    example = next((v for v in labels.tolist() if not (isinstance(v, float) and v.is_integer())), labels.flat[0])
+    raise DataError(path, f"'{key}' has dtype {labels.dtype} with non-integer values (e.g. {example!r}); "
+                          "labels must be integer class indices")
 
 
 def _load_medmnist(path: Path) -> tuple[list[Record], list[str]]:
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            arrays = {k: archive[k] for k in archive.files if k.endswith("_labels")}
-            image_keys = {k for k in archive.files if k.endswith("_images")}
-    except (OSError, ValueError, EOFError) as exc:
-        raise DataError(path, f"unreadable .npz ({exc})") from None
-    if not image_keys:
+    arrays, image_shapes = _npz_members(path)
+    if not image_shapes:
         raise DataError(path, "not a MedMNIST file: no '<split>_images' arrays")
     names = next((m for key, m in _MEDMNIST_CLASSES.items() if key in path.name.lower()), None)
     records = []
-    for image_key in sorted(image_keys):
+    for image_key in sorted(image_shapes):
         split = image_key[: -len("_images")]
         label_key = f"{split}_labels"
         if label_key not in arrays:
             raise DataError(path, f"'{image_key}' has no '{label_key}'")
-        labels = arrays[label_key].reshape(len(arrays[label_key]), -1)
+        raw = arrays[label_key]
+        n_images = image_shapes[image_key][0] if image_shapes[image_key] else 0
+        if raw.ndim == 0 or len(raw) != n_images:
+            raise DataError(path, f"'{label_key}' holds {raw.size if raw.ndim == 0 else len(raw)} labels "
+                                  f"but '{image_key}' holds {n_images} images")
+        labels = raw.reshape(len(raw), -1)
         if labels.shape[1] != 1:
-            raise DataError(path, f"'{label_key}' has shape {arrays[label_key].shape}; multi-label is not supported")
-        for index, value in enumerate(labels[:, 0].tolist()):
-            label = names.get(int(value), str(value)) if names else str(int(value))
+            raise DataError(path, f"'{label_key}' has shape {raw.shape}; multi-label is not supported")
+        for index, value in enumerate(_integer_labels(path, label_key, labels[:, 0]).tolist()):
+            label = names.get(value, str(value)) if names else str(value)
             records.append(Record(str(path), label, f"{split}-{index}", _SPLIT_ALIASES.get(split, split),
                                   "medmnist", key=index, member=image_key))
     return records, class_order(r.label for r in records)
@@ -264,16 +319,19 @@ def _load_pcam_h5(path: Path) -> list[Record]:
 
 # ----------------------------------------------------------------- entry ----
 def load_dataset(path: str | Path, format: str | None = None, label_from_name: bool = False,
-                 patients_csv: str | Path | None = None, skip_bad: bool = False) -> Dataset:
+                 patients_csv: str | Path | None = None, skip_bad: bool = False,
+                 decode_all: bool = True) -> Dataset:
     """Read any supported layout into a ``Dataset``.
 
-    With ``skip_bad`` every image is decoded once and unreadable ones are left
-    out and listed in ``dataset.skipped``; otherwise decoding errors surface
-    when pixels are first read.
+    With ``skip_bad`` files that fail while listing (a DICOM header) and, when
+    ``decode_all``, images that fail to decode are left out and listed in
+    ``dataset.skipped``; otherwise decoding errors surface when pixels are
+    first read. ``decode_all=False`` is for callers that decode every image
+    themselves (``data summary``).
     """
     path = Path(path)
     if not path.exists():
-        raise DataError(path, "no such file or folder")
+        raise DataError(path, missing_path_problem(path))
     fmt = format or detect_format(path, label_from_name=label_from_name)
     if fmt not in FORMATS:
         raise DataError(path, f"unknown format '{fmt}'; choose one of {', '.join(FORMATS)}")
@@ -281,24 +339,26 @@ def load_dataset(path: str | Path, format: str | None = None, label_from_name: b
     if csv_path is not None and not csv_path.is_file():
         raise DataError(csv_path, "patients CSV not found")
     classes = None
+    skipped: list[dict] | None = [] if skip_bad else None
     if fmt == "cbis-ddsm":
-        records = _load_cbis(path)
+        records = _load_cbis(path, skipped)
     elif fmt == "folders":
-        records = _load_folders(path, csv_path)
+        records = _load_folders(path, csv_path, skipped)
     elif fmt == "named-files":
         records = _load_named_files(path, csv_path)
     elif fmt == "pcam-folders":
-        records = _load_pcam_folders(path)
+        records = _load_pcam_folders(path, skipped)
     elif fmt == "dicom":
-        records = _load_dicom(path, csv_path)
+        records = _load_dicom(path, csv_path, skipped)
     elif fmt == "medmnist":
         records, classes = _load_medmnist(path)
     else:
         records = _load_pcam_h5(path)
     if not records:
-        raise DataError(path, "no images found")
-    dataset = Dataset(records, classes or class_order(r.label for r in records), str(path), fmt)
-    if skip_bad:
+        raise DataError(path, "every image is unreadable" if skipped else "no images found")
+    dataset = Dataset(records, classes or class_order(r.label for r in records), str(path), fmt,
+                      skipped=skipped or [])
+    if skip_bad and decode_all:
         dataset = drop_unreadable(dataset)
     return dataset
 

@@ -61,12 +61,32 @@ def check_leakage(dataset: Dataset) -> list[dict]:
     return [{"patient": p, "splits": sorted(s)} for p, s in sorted(splits_of.items()) if len(s) > 1]
 
 
+def _leak_text(leaks: list[dict]) -> str:
+    shown = ", ".join(f"{l['patient']} ({'/'.join(l['splits'])})" for l in leaks[:10])
+    more = f" and {len(leaks) - 10} more" if len(leaks) > 10 else ""
+    return f"{len(leaks)} patient(s) in more than one split: {shown}{more}"
+
+
 def assert_no_leakage(dataset: Dataset) -> None:
     leaks = check_leakage(dataset)
     if leaks:
-        shown = ", ".join(f"{l['patient']} ({'/'.join(l['splits'])})" for l in leaks[:10])
-        more = f" and {len(leaks) - 10} more" if len(leaks) > 10 else ""
-        raise DataError(dataset.root, f"patient leakage: {len(leaks)} patient(s) in more than one split: {shown}{more}")
+        raise DataError(dataset.root, f"patient leakage: {_leak_text(leaks)}")
+
+
+def guard_leakage(dataset: Dataset, splits: tuple[str, ...] | None = None, allow: bool = False,
+                  how_to_allow: str = "") -> list[dict]:
+    """Stop work on a data set whose ``splits`` (default: all) share a patient, naming the patients.
+
+    With ``allow`` the leaks are returned instead, for the caller to record in its outputs (an empty
+    list when there are none); ``how_to_allow`` tells the user the option that does that.
+    """
+    if splits is not None:
+        dataset = dataset.subset(r for r in dataset.records if r.split in splits)
+    leaks = check_leakage(dataset)
+    if leaks and not allow:
+        hint = f"; {how_to_allow} to run anyway (results will be reported as leaked)" if how_to_allow else ""
+        raise DataError(dataset.root, f"patient leakage: {_leak_text(leaks)}{hint}")
+    return leaks
 
 
 def sample_fraction(dataset: Dataset, fraction: float, seed: int = 0, split: str = "train") -> Dataset:

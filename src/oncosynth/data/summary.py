@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from oncosynth.data.decode import DICOM_SUFFIXES, decode_record, read_image_file
+from oncosynth.data.decode import DICOM_SUFFIXES, decode_record, missing_path_problem, read_image_file
 from oncosynth.data.records import Dataset, Record
 from oncosynth.data.splits import check_leakage
 from oncosynth.errors import DataError, OncosynthError
@@ -38,6 +38,8 @@ def scan_record(record: Record) -> ImageInfo:
         mode = f"{record.format} uint8"
     else:
         path = Path(record.source)
+        if not path.exists():
+            raise DataError(path, missing_path_problem(path))
         try:
             data = path.read_bytes()
         except OSError as exc:

@@ -42,7 +42,9 @@ def run_demo(out: str | Path = "oncosynth-demo", seed: int = 0) -> Path:
     from oncosynth.generators import generate_images
     from oncosynth.metrics.evaluate import evaluate
 
-    out = Path(out).resolve()
+    from oncosynth.io import check_output_folder
+
+    out = check_output_folder(Path(out).resolve())
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     console.print(f"oncosynth demo: every output goes under {out}")

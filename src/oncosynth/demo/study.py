@@ -7,6 +7,10 @@ from pathlib import Path
 from oncosynth.study.config import parse_config
 from oncosynth.study.run import run_study
 
+# the demo's study settings; the test suite shrinks them (module constants, like the other demo steps')
+DEMO_STUDY_SIZE = 64
+DEMO_STUDY_EPOCHS = 6
+
 
 def demo_study(out: str | Path, phantom: str | Path, synthetic_folder: str | Path | None = None,
                generator: str | Path | None = None, device: str = "auto", progress: bool = True) -> Path:
@@ -26,9 +30,9 @@ def demo_study(out: str | Path, phantom: str | Path, synthetic_folder: str | Pat
         second = {"name": "real+oversample", "kind": "real+oversample"}
     config = parse_config({
         "name": "phantom demo",
-        "data": {"path": str(phantom), "size": 64, "channels": 1},
+        "data": {"path": str(phantom), "size": DEMO_STUDY_SIZE, "channels": 1},
         "model": {"backbone": "resnet10t"},
-        "train": {"epochs": 6, "batch_size": 32, "lr": 0.002, "warmup_epochs": 0.5},
+        "train": {"epochs": DEMO_STUDY_EPOCHS, "batch_size": 32, "lr": 0.002, "warmup_epochs": 0.5},
         "arms": [{"name": "real", "kind": "real"}, second],
         "fractions": [1.0],
         "seeds": [0, 1],

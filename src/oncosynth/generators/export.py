@@ -8,11 +8,12 @@ from pathlib import Path
 from typing import Any
 
 from oncosynth.errors import ConfigError
-from oncosynth.io import save_image, write_json, write_text
+from oncosynth.io import check_output_folder, save_image, write_json, write_text
 from oncosynth.runtime.manifest import make_manifest, package_versions
 
 MANIFEST_CSV = "manifest.csv"
 MANIFEST_JSON = "manifest.json"
+PENDING_CSV = ".pending.csv"
 COLUMNS = ["file", "class", "seed", "generator", "run", "step"]
 
 
@@ -25,9 +26,11 @@ def write_samples(run_folder: str | Path, out: str | Path, n: int, class_names: 
                   device: str = "cpu", batch_size: int = 64, **sample_options: Any) -> list[dict[str, Any]]:
     """Sample ``n`` images of each class from the run into ``out``; return the new manifest rows.
 
-    Image ``i`` of a class uses latent seed ``seed + i`` (so it can be regenerated alone). Existing files
-    are never overwritten: a name clash is an error before anything is written. The manifest is
-    rewritten (atomically) after every batch, so a killed run leaves a manifest matching its PNGs.
+    Image ``i`` of a class uses latent seed ``seed + i`` (so it can be regenerated alone). Existing
+    files made by anything else are never overwritten: a name clash is an error before anything is
+    written. Every PNG on disk is listed at every instant, in the manifest or in the journal of the
+    batch being written (``.pending.csv``, written before the batch's images); a re-run folds the
+    journal into the manifest, so re-running a killed command completes the set.
     ``sample_options`` go to the generator's ``sample`` (e.g. SinGAN's ``start_scale``).
     """
     from oncosynth.generators.registry import load_generator
@@ -37,6 +40,8 @@ def write_samples(run_folder: str | Path, out: str | Path, n: int, class_names: 
         raise ConfigError(f"--n must be >= 1, not {n}")
     if not class_names:
         raise ConfigError("name at least one --class to generate")
+    out = Path(out)
+    check_output_folder(out, "--out")
     gen = load_generator(run_folder, device=resolve_device(device))
     if sample_options:
         import inspect
@@ -47,43 +52,93 @@ def write_samples(run_folder: str | Path, out: str | Path, n: int, class_names: 
             raise ConfigError(f"{gen.name} does not take sampling option(s) {unknown}")
     for name in class_names:
         gen.class_index(name)  # unknown class -> ConfigError before any work
-    out = Path(out)
-    clashes = [image_name(gen.name, seed + i, c) for c in class_names for i in range(n)
-               if (out / image_name(gen.name, seed + i, c)).exists()]
-    if clashes:
-        raise ConfigError(f"{out} already holds {len(clashes)} of these images (e.g. {clashes[0]}); "
-                          f"use another --out or --seed (nothing was overwritten)")
-
-    rows = _read_rows(out)
-    new: list[dict[str, Any]] = []
     run_name = str(Path(run_folder))
+    rows = _recover(out, gen)
+    listed = {r["file"]: r for r in rows}
+
+    def row(class_name: str, s: int) -> dict[str, Any]:
+        return {"file": image_name(gen.name, s, class_name), "class": class_name, "seed": s,
+                "generator": gen.name, "run": run_name, "step": gen.step}
+
+    todo: dict[str, list[int]] = {c: [] for c in class_names}
+    clashes = []
     for class_name in class_names:
-        for start in range(0, n, batch_size):
-            count = min(batch_size, n - start)
-            images = gen.sample(count, class_name, seed=seed + start, batch_size=batch_size, **sample_options)
-            for i, image in enumerate(images):
-                file = image_name(gen.name, seed + start + i, class_name)
-                save_image(image, out / file)
-                new.append({"file": file, "class": class_name, "seed": seed + start + i, "generator": gen.name,
-                            "run": run_name, "step": gen.step})
-            _write_manifest(out, rows + new, gen)
+        for s in range(seed, seed + n):
+            wanted = row(class_name, s)
+            have = listed.get(wanted["file"])
+            on_disk = (out / wanted["file"]).exists()
+            if have is not None and _same(have, wanted):
+                if not on_disk:
+                    todo[class_name].append(s)  # listed, then deleted: make it again
+            elif have is not None or on_disk:
+                clashes.append(wanted["file"])
+            else:
+                todo[class_name].append(s)
+    if clashes:
+        raise ConfigError(f"{out} already holds {len(clashes)} of these images from another run, step or "
+                          f"source (e.g. {clashes[0]}); use another --out or --seed (nothing was overwritten)")
+
+    new: list[dict[str, Any]] = []
+    for class_name, seeds in todo.items():
+        for first, count in _runs(seeds, batch_size):
+            batch = [row(class_name, s) for s in range(first, first + count)]
+            images = gen.sample(count, class_name, seed=first, batch_size=batch_size, **sample_options)
+            _write_rows(out / PENDING_CSV, batch)  # the journal first: no PNG is ever unlisted
+            for image, entry in zip(images, batch):
+                save_image(image, out / entry["file"])
+            rows = [r for r in rows if r["file"] not in {e["file"] for e in batch}] + batch
+            new += batch
+            _write_manifest(out, rows, gen)
+            (out / PENDING_CSV).unlink()
     return new
 
 
-def _read_rows(out: Path) -> list[dict[str, Any]]:
-    path = out / MANIFEST_CSV
+def _same(have: dict[str, Any], wanted: dict[str, Any]) -> bool:
+    return all(str(have.get(k)) == str(wanted[k]) for k in COLUMNS)
+
+
+def _runs(seeds: list[int], batch_size: int):
+    """Contiguous seed ranges of at most ``batch_size``: (first seed, count)."""
+    start = 0
+    while start < len(seeds):
+        end = start + 1
+        while end < len(seeds) and end - start < batch_size and seeds[end] == seeds[end - 1] + 1:
+            end += 1
+        yield seeds[start], end - start
+        start = end
+
+
+def _recover(out: Path, gen) -> list[dict[str, Any]]:
+    """The manifest's rows, plus the rows of a batch a killed run had started (those whose PNG was written)."""
+    rows = _read_rows(out / MANIFEST_CSV)
+    pending = out / PENDING_CSV
+    if pending.is_file():
+        listed = {r["file"] for r in rows}
+        finished = [r for r in _read_rows(pending) if (out / r["file"]).is_file() and r["file"] not in listed]
+        if finished:
+            rows += finished
+            _write_manifest(out, rows, gen)
+        pending.unlink()
+    return rows
+
+
+def _read_rows(path: Path) -> list[dict[str, Any]]:
     if not path.is_file():
         return []
     with open(path, newline="") as handle:
         return list(csv.DictReader(handle))
 
 
-def _write_manifest(out: Path, rows: list[dict[str, Any]], gen) -> None:
+def _write_rows(path: Path, rows: list[dict[str, Any]]) -> None:
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=COLUMNS, extrasaction="ignore")
     writer.writeheader()
     writer.writerows(rows)
-    write_text(out / MANIFEST_CSV, buffer.getvalue())
+    write_text(path, buffer.getvalue())
+
+
+def _write_manifest(out: Path, rows: list[dict[str, Any]], gen) -> None:
+    _write_rows(out / MANIFEST_CSV, rows)
     write_json(out / MANIFEST_JSON, {
         **make_manifest("samples/" + gen.name, gen.checkpoint_config(), seed=None,
                         data_hash=gen.manifest.get("data_hash")),

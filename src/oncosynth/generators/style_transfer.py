@@ -320,8 +320,8 @@ class StyleTransferGenerator(Generator):
                              float(c["content_weight"]), float(c["style_weight"]), float(c["lr"]))
 
     def fit(self, data, run_folder, steps: int = 0, classes: list[str] | None = None, seed: int = 0,
-            device: str = "cpu", **options) -> "StyleTransferGenerator":
-        from oncosynth.generators.training import prepare_data
+            device: str = "cpu", allow_leakage: bool = False, **options) -> "StyleTransferGenerator":
+        from oncosynth.generators.training import prepare_data, split_leakage
         from oncosynth.runtime.devices import resolve_device
         from oncosynth.runtime.manifest import make_manifest
 
@@ -331,7 +331,10 @@ class StyleTransferGenerator(Generator):
             from oncosynth.data import as_dataset
 
             dataset = as_dataset(data)
+            leakage = split_leakage(dataset, allow_leakage)
             data = dataset.split("train") if "train" in dataset.splits else dataset
+        else:
+            leakage = []
         prepared = prepare_data(data, classes=classes, size=self.config.get("size"),
                                 channels=self.config.get("channels"))
         self.configure(prepared.classes, int(prepared.images.shape[1]), int(prepared.images.shape[-1]))
@@ -339,7 +342,7 @@ class StyleTransferGenerator(Generator):
         self.transfer().check([self.settings()])
         self.pool.images, self.pool.labels = prepared.images.clone(), prepared.labels.clone()
         self.manifest = make_manifest("generator/" + self.name, self.checkpoint_config(), seed=seed,
-                                      data_hash=prepared.data_hash)
+                                      data_hash=prepared.data_hash, **({"leakage": leakage} if leakage else {}))
         self.save(run_folder)
         return self
 

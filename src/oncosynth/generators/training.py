@@ -39,14 +39,13 @@ from oncosynth.errors import ConfigError, OncosynthError
 from oncosynth.generators.base import Generator
 from oncosynth.generators.registry import latest_checkpoint
 from oncosynth.data.lineage import describe_records
-from oncosynth.io import atomic_write, save_grid
+from oncosynth.generators.resume import TRAIN_STATE, cut_log, resume_newest_intact
+from oncosynth.io import atomic_write, check_output_folder, save_grid
 from oncosynth.runtime.devices import resolve_device
 from oncosynth.runtime.manifest import make_manifest
 from oncosynth.runtime.seeding import seed_everything
 
 log = logging.getLogger("oncosynth.generators")
-
-TRAIN_STATE = "train_state.pt"
 
 
 class TrainingDiverged(OncosynthError):
@@ -142,9 +141,21 @@ def convert_uint8(images: torch.Tensor, size: int | None, channels: int | None, 
     return torch.cat(out)
 
 
+def split_leakage(data: Any, allow: bool) -> list[dict]:
+    """For a Dataset with a train split: the patients in two splits (a DataError naming them unless
+    ``allow``). Tensors carry no patients: nothing to check."""
+    from oncosynth.data import Dataset
+    from oncosynth.data.splits import guard_leakage
+
+    if not isinstance(data, Dataset) or "train" not in data.splits:
+        return []
+    return guard_leakage(data, allow=allow, how_to_allow="pass --allow-leakage (allow_leakage=True)")
+
+
 def _from_dataset(dataset: Any, size: int | None, channels: int | None) -> TrainingData:
     try:
         from oncosynth.data import Dataset, cached_tensors, load_images
+        from oncosynth.data.decode import describe_sizes
     except ImportError as exc:  # the data layer is a sibling package; say clearly if it is missing
         raise ConfigError(f"cannot read a data set: oncosynth.data is unavailable ({exc})") from None
     if not isinstance(dataset, Dataset):
@@ -157,7 +168,13 @@ def _from_dataset(dataset: Any, size: int | None, channels: int | None) -> Train
     if size is None or channels is None:
         probe = load_images(dataset.subset(dataset.records[:1]))
         channels = channels or int(probe.shape[1])
-        size = size or int(max(probe.shape[-2:]))
+        if size is None:
+            size = int(max(probe.shape[-2:]))
+            count, shown = describe_sizes(dataset.records)
+            if count > 1:
+                log.warning("%s: the training images come in %d sizes (%s); all are resampled to %d px, the "
+                            "larger side of the first image (%s); --size chooses", dataset.root, count, shown,
+                            size, dataset.records[0].uid)
     images, labels = cached_tensors(dataset, size, channels)
     uids = sorted(f"{r.uid}|{r.label}" for r in dataset.records)
     digest = hashlib.sha256("\n".join(uids).encode()).hexdigest()[:16]
@@ -171,13 +188,17 @@ def run_training(gen: Generator, data: Any, run_folder: str | Path, steps: int, 
                  resume: bool = True, checkpoint_every: int | None = None, sample_every: int | None = None,
                  log_every: int = 10, tensorboard: bool = False, progress: bool = True,
                  classes: list[str] | None = None, keep_checkpoints: int = 2,
-                 distributed: bool = False) -> Generator:
+                 distributed: bool = False, allow_leakage: bool = False) -> Generator:
     """Train ``gen`` until it has taken ``steps`` steps, checkpointing into ``run_folder``.
+
+    A data set whose splits share a patient stops here, before any work (a generator trained on the
+    train split would otherwise copy test patients into synthetic training data), unless
+    ``allow_leakage``; then the manifest lists those patients under ``leakage``.
 
     ``distributed=True`` (under ``torchrun``): data-parallel over the launched processes,
     ``batch_size`` being the global batch; see :mod:`oncosynth.parallel.distributed`.
     """
-    run = Path(run_folder)
+    run = check_output_folder(Path(run_folder), "--out")
     if steps < 1:
         raise ConfigError(f"steps must be >= 1, not {steps}")
     batch_size = int(batch_size or gen.config.get("batch_size", 16))
@@ -200,36 +221,45 @@ def run_training(gen: Generator, data: Any, run_folder: str | Path, steps: int, 
                           f"resume it or choose another --out (nothing was overwritten)")
 
     # Data first: its size, channels and classes fix the networks.
+    leakage = split_leakage(data, allow_leakage)
     target = gen.config.get("size")
     if target is not None:
         gen.check_size(int(target))
     prepared = prepare_data(data, classes=classes or None, channels=gen.config.get("channels"))
     if target is None:
-        target = next_power_of_two(prepared.native_size)
-        if target != prepared.native_size:
-            log.warning("%s: images are %d px; resampled to %d px (the model needs a power of two)",
-                        gen.name, prepared.native_size, target)
-        target = max(target, 32)
+        native = prepared.native_size
+        target = max(next_power_of_two(native), 32)
+        if target != native:
+            why = "the model needs a power of two" if target == next_power_of_two(native) else \
+                "32 px is the smallest the model builds"
+            log.warning("%s: images are %d px; resampled to %d px (%s; --size chooses)", gen.name, native, target, why)
     prepared = prepare_data(prepared, size=int(target))
 
     gen.device = device_t
     seed_everything(seed)
     gen.configure(prepared.classes, prepared.channels, int(target))
-    if context.active:
-        _distribute(gen, context)
     config = gen.checkpoint_config()
     run_config = {"method": gen.name, "preset": gen.preset, "config": gen.config, "classes": gen.classes,
                   "channels": gen.channels, "size": gen.size, "batch_size": batch_size, "seed": seed}
     manifest = make_manifest(config["kind"], run_config, seed=seed, data_hash=prepared.data_hash,
-                             data_source=prepared.source, n_train=len(prepared.images))
+                             data_source=prepared.source, n_train=len(prepared.images),
+                             **({"leakage": leakage} if leakage else {}))
     if prepared.records is not None:  # what it saw, by name: a study compares this with its own splits
         manifest["training_data"] = describe_records(prepared.records)
 
     if latest is not None:
-        _resume_from(gen, latest, run_config, prepared.data_hash, device_t)
-        log.info("%s: resuming from %s", gen.name, latest)
-    elif context.is_main:
+        latest = resume_newest_intact(gen, run, run_config, prepared.data_hash, device_t)
+        if latest is None:  # every checkpoint was damaged: start again exactly as a new run would
+            seed_everything(seed)
+            gen.step = 0
+            gen.configure(prepared.classes, prepared.channels, int(target))
+        else:
+            log.info("%s: resuming from %s", gen.name, latest)
+    if context.is_main:
         run.mkdir(parents=True, exist_ok=True)
+        cut_log(run / "log.jsonl", gen.step)  # steps after the checkpoint are logged again
+    if context.active:
+        _distribute(gen, context)
     gen.manifest = manifest
 
     images, labels = prepared.images, prepared.labels
@@ -332,29 +362,6 @@ def _write_checkpoint(gen: Generator, run: Path, manifest: dict[str, Any], keep:
     for old in done[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return folder
-
-
-def _resume_from(gen: Generator, folder: Path, run_config: dict[str, Any], data_hash: str,
-                 device: torch.device) -> None:
-    from oncosynth.checkpoint import load_checkpoint
-
-    tensors, config, manifest = load_checkpoint(folder, kind="generator/" + gen.name, device="cpu")
-    saved = manifest.get("config", {})
-    changed = sorted(k for k in run_config if k != "seed" and saved.get(k) != json.loads(json.dumps(run_config[k])))
-    if changed:
-        raise ConfigError(f"{folder.parent.parent}: the run was started with other settings ({changed}); "
-                          f"resume with the same ones or choose another --out (nothing was overwritten)")
-    if manifest.get("data_hash") != data_hash:
-        raise ConfigError(f"{folder.parent.parent}: the run was trained on other data "
-                          f"(hash {manifest.get('data_hash')} vs {data_hash}); choose another --out")
-    gen.load_state_tensors(tensors, where=str(folder))
-    gen.to(device)
-    state = torch.load(folder / TRAIN_STATE, map_location="cpu", weights_only=True)
-    gen.step = int(state["step"])
-    gen.load_training_state(state["generator"])
-    torch.set_rng_state(state["torch_rng"])
-    if device.type == "cuda" and state["cuda_rng"]:
-        torch.cuda.set_rng_state_all(state["cuda_rng"])
 
 
 @torch.no_grad()

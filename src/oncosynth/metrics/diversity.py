@@ -1,8 +1,10 @@
 """Diversity within a set: mean pairwise MS-SSIM (lower = more varied).
 
 MS-SSIM follows Wang, Simoncelli & Bovik (2003): an 11-px Gaussian window
-(sigma 1.5), contrast-structure terms at every scale and luminance at the
-coarsest, combined with the standard five weights. Images smaller than
+(sigma 1.5), the mean contrast-structure term at every scale but the coarsest
+and the mean SSIM (luminance times contrast-structure, pixel by pixel) at the
+coarsest, as in the authors' reference code, combined with the standard five
+weights. Images smaller than
 161 px cannot hold five scales with an 11-px window; then the number of
 scales is reduced to what fits (3 at 64 px, 4 at 128 px) and the leading
 weights are renormalised to sum to one. The number of scales used is
@@ -42,6 +44,7 @@ def _blur(x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
 
 
 def _ssim_terms(x: torch.Tensor, y: torch.Tensor, g: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per image: mean SSIM and mean contrast-structure over the map."""
     c1, c2 = K1**2, K2**2  # data range 1
     mu_x, mu_y = _blur(x, g), _blur(y, g)
     sxx = _blur(x * x, g) - mu_x**2
@@ -49,7 +52,8 @@ def _ssim_terms(x: torch.Tensor, y: torch.Tensor, g: torch.Tensor) -> tuple[torc
     sxy = _blur(x * y, g) - mu_x * mu_y
     luminance = (2 * mu_x * mu_y + c1) / (mu_x**2 + mu_y**2 + c1)
     contrast_structure = (2 * sxy + c2) / (sxx + syy + c2)
-    return luminance.flatten(1).mean(1), contrast_structure.flatten(1).mean(1)
+    # the mean of the product, not the product of means (they differ where brightness varies)
+    return (luminance * contrast_structure).flatten(1).mean(1), contrast_structure.flatten(1).mean(1)
 
 
 def ms_ssim(x: torch.Tensor, y: torch.Tensor, levels: int | None = None) -> torch.Tensor:
@@ -63,8 +67,8 @@ def ms_ssim(x: torch.Tensor, y: torch.Tensor, levels: int | None = None) -> torc
     window = _gaussian_1d(x.dtype)
     values = []
     for level in range(levels):
-        luminance, cs = _ssim_terms(x, y, window)
-        values.append(cs if level < levels - 1 else luminance * cs)
+        ssim, cs = _ssim_terms(x, y, window)
+        values.append(cs if level < levels - 1 else ssim)
         if level < levels - 1:
             x, y = F.avg_pool2d(x, 2), F.avg_pool2d(y, 2)
     # negative cs (anti-correlated structure) would make fractional powers undefined
@@ -91,10 +95,10 @@ def _pairs_ms_ssim(stats, i: torch.Tensor, j: torch.Tensor, weights: torch.Tenso
         mu_x, mu_y = mu[i], mu[j]
         sxx, syy = sq[i] - mu_x**2, sq[j] - mu_y**2
         sxy = _blur(x[i] * x[j], g) - mu_x * mu_y
-        cs = ((2 * sxy + c2) / (sxx + syy + c2)).flatten(1).mean(1)
+        cs = (2 * sxy + c2) / (sxx + syy + c2)
         if level == len(stats) - 1:
-            cs = cs * ((2 * mu_x * mu_y + c1) / (mu_x**2 + mu_y**2 + c1)).flatten(1).mean(1)
-        values.append(cs)
+            cs = cs * (2 * mu_x * mu_y + c1) / (mu_x**2 + mu_y**2 + c1)  # SSIM map at the coarsest scale
+        values.append(cs.flatten(1).mean(1))
     return torch.prod(torch.stack(values, 1).clamp(min=0) ** weights[None, :], dim=1)
 
 

@@ -26,8 +26,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from oncosynth.data.decode import convert_images
+from oncosynth.data.transforms import convert_images
 from oncosynth.errors import ConfigError, DataError
+from oncosynth.io import check_output_folder
 import oncosynth.metrics.diversity as diversity
 import oncosynth.metrics.fidelity as fidelity
 import oncosynth.metrics.frd as frd_lib
@@ -95,13 +96,19 @@ def _load(sets: list[ImageSet], size: int | None, notes: list[str]) -> tuple[int
     """Bring every set to one size × size and one channel count; say what was resampled."""
     from oncosynth.data import load_images
 
+    from oncosynth.data.decode import describe_sizes
+
     real = sets[0]
     c0, h0, w0 = _native_shape(real)
     size = size or max(h0, w0)
     channels = c0
     for s in sets:
         c, h, w = _native_shape(s)
-        if (h, w) != (size, size):
+        count, shown = describe_sizes(s.dataset.records) if s.dataset is not None else (1, "")
+        if count > 1:
+            notes.append(f"{s.role} images come in {count} sizes ({shown}); all resampled to {size}×{size} "
+                         "(bilinear, antialiased)")
+        elif (h, w) != (size, size):
             notes.append(f"{s.role} images resampled from {h}×{w} to {size}×{size} (bilinear, antialiased)")
         if c != channels:
             notes.append(f"{s.role} images converted from {c} to {channels} channel(s)")
@@ -163,6 +170,8 @@ def evaluate(real: Any, synthetic: Any, train: Any = None, feature_net: Any = DE
     from oncosynth.runtime.manifest import hash_strings, make_manifest
     from oncosynth.runtime.seeding import seed_everything
 
+    if out is not None:
+        check_output_folder(Path(out))  # before any metric is computed
     seed_everything(seed)
     timer, notes = _Timer(), []
     sets = [as_image_set(real, "real"), as_image_set(synthetic, "synthetic", label_from_name)]

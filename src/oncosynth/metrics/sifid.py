@@ -122,13 +122,15 @@ def evaluate_sifid(real: Any, synthetic: Any, feature_net: str = "random-cnn:0",
     Writes ``sifid.json`` (per real image: mean SIFID of the synthetic images; per synthetic image:
     the nearest real image) and ``sifid.csv`` (the full matrix, one row per pair) into ``out``.
     """
-    from oncosynth.io import write_json, write_text
+    from oncosynth.io import check_output_folder, write_json, write_text
     from oncosynth.runtime.manifest import make_manifest
 
+    if out is not None:
+        check_output_folder(Path(out))  # before any image is read
     reals, real_names = _load_set(real, size, None, "real")
     channels = int(reals.shape[1])
     size = size or int(max(reals.shape[-2:]))
-    from oncosynth.data.decode import convert_images
+    from oncosynth.data.transforms import convert_images
 
     reals = convert_images(reals, size, channels)
     fakes, fake_names = _load_set(synthetic, size, channels, "synthetic")

@@ -25,6 +25,8 @@ import abc
 import concurrent.futures as futures
 import multiprocessing
 import traceback
+from collections import deque
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar, Iterable, Iterator
 
@@ -103,7 +105,8 @@ class Executor(abc.ABC):
 
 class LocalExecutor(Executor):
     """``workers=0``: run each unit in this process, in order (debuggable, no pickling).
-    ``workers>=1``: a pool of that many spawned processes (safe with torch threads)."""
+    ``workers>=1``: that many spawned worker processes (safe with torch threads); a unit whose
+    worker dies is retried in a fresh one, like a unit that raised."""
 
     name = "local"
 
@@ -120,26 +123,56 @@ class LocalExecutor(Executor):
             for unit in units:
                 yield self._run_inline(unit)
             return
+        yield from self._run_pool(units)
+
+    def _run_pool(self, units: list[Unit]) -> Iterator[Outcome]:
+        """Units on ``workers`` lanes, each a one-process pool that runs one unit at a time.
+
+        One process per lane, not one shared pool: when a worker dies (OOM kill, segfault) a
+        shared ``ProcessPoolExecutor`` breaks and fails every unit in it, so the culprit cannot be
+        told from the bystanders. A dead lane names its one unit; only that unit is charged an
+        attempt, and the lane restarts with a fresh process. Living workers are reused, so imports
+        are paid once per lane.
+        """
         context = multiprocessing.get_context("spawn")
-        with futures.ProcessPoolExecutor(max_workers=self.workers, mp_context=context) as pool:
-            attempts = {unit.key: 1 for unit in units}
-            pending = {pool.submit(_call, unit): unit for unit in units}
-            while pending:
-                done, _ = futures.wait(pending, return_when=futures.FIRST_COMPLETED)
+        queue = deque(units)
+        attempts = {unit.key: 1 for unit in units}
+        lanes: list[futures.ProcessPoolExecutor | None] = [None] * self.workers
+        running: dict[futures.Future, tuple[int, Unit]] = {}
+        try:
+            while queue or running:
+                busy = {lane for lane, _ in running.values()}
+                for lane in range(self.workers):
+                    if queue and lane not in busy:
+                        if lanes[lane] is None:
+                            lanes[lane] = futures.ProcessPoolExecutor(max_workers=1, mp_context=context)
+                        unit = queue.popleft()
+                        running[lanes[lane].submit(_call, unit)] = (lane, unit)
+                done, _ = futures.wait(running, return_when=futures.FIRST_COMPLETED)
                 for future in done:
-                    unit = pending.pop(future)
+                    lane, unit = running.pop(future)
                     try:
                         value = future.result()
                     except BaseException as exc:  # noqa: BLE001 - a unit's failure is reported, not raised
                         if isinstance(exc, KeyboardInterrupt):
                             raise
+                        if isinstance(exc, BrokenProcessPool):
+                            lanes[lane].shutdown(wait=False)
+                            lanes[lane] = None
+                            error = "its worker process died (killed, out of memory or crashed) while running it"
+                        else:
+                            error = _error_text(exc)
                         if attempts[unit.key] <= self.retries:
                             attempts[unit.key] += 1
-                            pending[pool.submit(_call, unit)] = unit
+                            queue.appendleft(unit)
                             continue
-                        yield Outcome(unit.key, error=_error_text(exc), attempts=attempts[unit.key])
+                        yield Outcome(unit.key, error=error, attempts=attempts[unit.key])
                     else:
                         yield Outcome(unit.key, value=value, attempts=attempts[unit.key])
+        finally:
+            for pool in lanes:
+                if pool is not None:
+                    pool.shutdown(wait=True, cancel_futures=True)
 
     def _run_inline(self, unit: Unit) -> Outcome:
         for attempt in range(1, self.retries + 2):

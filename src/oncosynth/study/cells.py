@@ -24,7 +24,7 @@ from oncosynth.classifiers.scores import youden_threshold
 from oncosynth.parallel.distributed import SINGLE, DistContext
 from oncosynth.parallel.executor import Resources
 from oncosynth.errors import ConfigError
-from oncosynth.io import atomic_write, write_json
+from oncosynth.io import atomic_write, set_aside, write_json
 from oncosynth.runtime.devices import resolve_device
 from oncosynth.runtime.manifest import hash_strings, make_manifest
 import oncosynth.study.stats as stats
@@ -54,6 +54,23 @@ class Cell:
 
 
 
+MARKER = "metrics.json"
+
+
+def read_marker(marker: Path) -> dict | None:
+    """A finished cell's record, or None: absent, or damaged (then set aside, so the cell runs again)."""
+    if not marker.is_file():
+        return None
+    try:
+        record = json.loads(marker.read_text())
+        if not isinstance(record, dict) or "metrics" not in record:
+            raise ValueError("not a cell record")
+    except (OSError, UnicodeDecodeError, ValueError) as exc:  # JSONDecodeError is a ValueError
+        set_aside(marker, f"damaged completion marker ({exc}); the cell runs again")
+        return None
+    return record
+
+
 def plan_cells(config: StudyConfig) -> list[Cell]:
     cells = []
     for arm in config.arms:
@@ -68,7 +85,7 @@ def plan_cells(config: StudyConfig) -> list[Cell]:
 
 def cell_fingerprint(config: StudyConfig, cell: Cell) -> str:
     """Everything that decides a cell's result; a resumed study refuses cells made differently."""
-    parts = {"data": config.data.model_dump(mode="json"), "model": config.model.model_dump(mode="json"),
+    parts = {"data": config.data.model_dump(mode="json", exclude={"allow_leakage"}), "model": config.model.model_dump(mode="json"),
              "train": config.train.model_dump(mode="json"), "arm": cell.arm.model_dump(mode="json"),
              "dp": config.dp.model_dump(mode="json") if cell.epsilon is not None else None,
              "epsilon": cell.epsilon, "fraction": cell.fraction, "seed": cell.seed}
@@ -167,7 +184,7 @@ def run_cell(config: StudyConfig, prepared: Prepared, cell: Cell, folder: Path, 
         record["world_size"] = context.world_size
     if not writes:
         return record
-    write_json(folder / "metrics.json", record)
+    write_json(folder / MARKER, record)
     for leftover in (folder / "train_state.pt", folder / "pretrain" / "train_state.pt"):
         leftover.unlink(missing_ok=True)  # the cell is final; resume state is no longer needed
     return record
@@ -221,11 +238,9 @@ def cell_unit(config: StudyConfig, cell: Cell, out: str, device: torch.device | 
     if cache_dir is not None:  # the driver's tensor cache (a shared folder on a cluster)
         os.environ["ONCOSYNTH_CACHE"] = cache_dir
     folder = Path(out) / "cells" / cell.id
-    marker = folder / "metrics.json"
-    if marker.is_file():  # a retried unit whose first attempt finished after all
-        record = json.loads(marker.read_text())
-        if record.get("fingerprint") == cell_fingerprint(config, cell):
-            return record
+    record = read_marker(folder / MARKER)
+    if record is not None and record.get("fingerprint") == cell_fingerprint(config, cell):
+        return record  # a retried unit whose first attempt finished after all
     if isinstance(device, str):  # the unit crossed a process: this process is its boundary
         device = resolve_device(device)
     return run_cell(config, prepared_for(config), cell, folder, device, on_epoch, context)

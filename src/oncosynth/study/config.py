@@ -71,6 +71,7 @@ class DataConfig(Strict):
     val_split: str = "val"
     test_split: str = "test"
     positive_class: str | None = Field(None, description="default: 'malignant' if present, else the last class")
+    allow_leakage: bool = Field(False, description="run although a patient is in two of the splits (reported)")
 
 
 class ExternalTest(Strict):
@@ -86,6 +87,20 @@ class ModelConfig(Strict):
     pretrained: str | None = Field(None, description="None, 'timm' (hub download) or a weights file")
     freeze_backbone: bool = False
     head: Literal["linear", "mlp"] | None = None
+
+    @model_validator(mode="after")
+    def _known_backbone(self) -> "ModelConfig":
+        # checked here, not when the first cell builds its model: otherwise every cell fails in turn
+        import difflib
+
+        import timm
+
+        known = timm.list_models()  # the same list classifiers.model checks when it builds one
+        if self.backbone not in known:
+            close = difflib.get_close_matches(self.backbone, known, n=3)
+            raise ValueError(f"unknown backbone '{self.backbone}' (not a timm model name)"
+                             + (f"; did you mean {', '.join(close)}?" if close else ""))
+        return self
 
 
 class GeneratorTraining(Strict):

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from oncosynth.data import Dataset, cached_tensors, load_dataset, sample_fraction
+from oncosynth.data.splits import guard_leakage
 from oncosynth.errors import ConfigError, DataError
 from oncosynth.runtime.manifest import hash_strings
 from oncosynth.study.config import ArmConfig, StudyConfig
@@ -41,6 +42,7 @@ class Prepared:
     fraction_index: dict[tuple[float, int], np.ndarray]
     synthetic: dict[str, Any] = field(default_factory=dict)  # arm name -> (images, labels) or generator
     data_hash: str = ""
+    leakage: list[dict] = field(default_factory=list)  # patients in two splits, when data.allow_leakage
 
     def cell_records(self, fraction: float, seed: int, train_split: str) -> list:
         """The real training Records of the cell at (fraction, seed), in tensor order."""
@@ -80,6 +82,8 @@ def prepare(config: StudyConfig, progress: bool = True) -> Prepared:
     for split in (data.train_split, data.val_split, data.test_split):
         if not dataset.split(split).records:
             raise DataError(data.path, f"no images in split '{split}' (splits present: {dataset.splits})")
+    leakage = guard_leakage(dataset, (data.train_split, data.val_split, data.test_split), data.allow_leakage,
+                            "set data.allow_leakage: true in the study config (or pass --allow-leakage)")
     train = dataset.split(data.train_split)
     for split in (data.val_split, data.test_split):
         counts = dataset.split(split).counts()
@@ -136,7 +140,7 @@ def prepare(config: StudyConfig, progress: bool = True) -> Prepared:
         tests[name] = (images, labels, [r.uid for r in test_set.records])
     data_hash = hash_strings([r.uid for r in dataset.records] + [str(size), str(channels)])
     return Prepared(dataset, classes, positive, [r.uid for r in train.records], train_images, train_labels,
-                    val, tests, fraction_index, synthetic, data_hash)
+                    val, tests, fraction_index, synthetic, data_hash, leakage)
 
 
 def _prepare_synthetic(arm: ArmConfig, classes: list[str], size: int, channels: int, progress: bool):

@@ -23,6 +23,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from oncosynth.io import write_text  # noqa: E402
+from oncosynth.pretrain.loop import initialisation_of  # noqa: E402
 from oncosynth.report.html import block, figure, image_grid, page, paragraph, section, table  # noqa: E402
 from oncosynth.study.cells import read_predictions  # noqa: E402
 from oncosynth.study.config import ARM_KINDS, StudyConfig  # noqa: E402
@@ -218,7 +219,7 @@ def write_report(path: Path, config: StudyConfig, prepared: Prepared, records: l
     intro = [
         paragraph(f"Data: {config.data.path} at {config.data.size} px, {config.data.channels} channel(s); "
                   f"classes {classes}, positive class '{classes[positive]}'. Model: {config.model.backbone}"
-                  f"{' (pretrained: ' + str(config.model.pretrained) + ')' if config.model.pretrained else ' from scratch'}"
+                  f", initialised from {initialisation_of(config.model.pretrained)}"
                   f"{', frozen backbone' if config.model.freeze_backbone else ''}. "
                   f"Training: {_length(config)}, batch {config.train.batch_size}, lr {config.train.lr}, "
                   f"selection on validation {config.train.select_on.upper()}."),
@@ -236,6 +237,12 @@ def write_report(path: Path, config: StudyConfig, prepared: Prepared, records: l
                   "for the number of arms compared with `real`. Threshold metrics use the threshold maximising "
                   "Youden's J on the validation split.", "muted"),
     ]
+    if prepared.leakage:
+        shown = ", ".join(f"{l['patient']} ({'/'.join(l['splits'])})" for l in prepared.leakage[:20])
+        intro.insert(0, paragraph(
+            f"Warning: patient leakage was allowed (data.allow_leakage). {len(prepared.leakage)} patient(s) have "
+            f"images in more than one split, so these results overstate performance on new patients: {shown}"
+            f"{' …' if len(prepared.leakage) > 20 else ''}.", "note"))
     body = [section("Study", *intro)]
     for test in dict.fromkeys(r["test_set"] for r in rows):
         test_rows = [r for r in rows if r["test_set"] == test]

@@ -10,7 +10,6 @@ before the cells (:func:`~oncosynth.study.in_study.generator_unit`); the cells l
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from pathlib import Path
@@ -22,11 +21,11 @@ from tqdm.auto import tqdm
 from oncosynth.parallel.distributed import SINGLE, init_distributed, shutdown
 from oncosynth.errors import ConfigError, WorkFailed
 from oncosynth.parallel.executor import Executor, LocalExecutor, Outcome, Unit, create_executor
-from oncosynth.io import write_json
+from oncosynth.io import check_output_folder, write_json
 from oncosynth.runtime.devices import resolve_device
 from oncosynth.runtime.manifest import make_manifest
 from oncosynth.study.aggregate import aggregate, write_csv
-from oncosynth.study.cells import Cell, cell_fingerprint, cell_resources, cell_unit, plan_cells
+from oncosynth.study.cells import MARKER, Cell, cell_fingerprint, cell_resources, cell_unit, plan_cells, read_marker
 from oncosynth.study.config import StudyConfig, load_config
 from oncosynth.study.in_study import generator_folder, generator_unit, is_trained, plan_generators
 from oncosynth.study.inputs import keep_prepared, prepare
@@ -36,7 +35,7 @@ from oncosynth.study.page import write_report
 def run_study(config: StudyConfig | str | Path, out: str | Path = "study-out", device: str = "auto",
               progress: bool = True, executor: Executor | str | None = None,
               executor_options: dict[str, Any] | None = None, threads_per_cell: int = 1,
-              distributed: bool = False, gpus_per_cell: float = 1.0) -> Path:
+              distributed: bool = False, gpus_per_cell: float = 1.0, allow_leakage: bool = False) -> Path:
     """Run (or resume) every cell, then write results.json, results.csv and report.html; return the report path.
 
     ``executor`` decides where cells run: ``None``/``"local"`` (in this process unless
@@ -47,10 +46,14 @@ def run_study(config: StudyConfig | str | Path, out: str | Path = "study-out", d
 
     ``distributed=True`` (under torchrun): each cell in turn is trained data-parallel by all
     ranks (DDP); rank 0 writes the cells and the results.
+    ``allow_leakage``: run although a patient is in two splits (otherwise a DataError naming them);
+    results.json and the report then list those patients.
     """
     if not isinstance(config, StudyConfig):
         config = load_config(config)
-    out = Path(out).resolve()
+    if allow_leakage:  # the CLI's --allow-leakage, same as data.allow_leakage: true in the config
+        config = config.model_copy(update={"data": config.data.model_copy(update={"allow_leakage": True})})
+    out = check_output_folder(Path(out).resolve())
     context = SINGLE
     if distributed:
         if executor not in (None, "local") or (executor_options or {}).get("workers"):
@@ -69,9 +72,9 @@ def run_study(config: StudyConfig | str | Path, out: str | Path = "study-out", d
     records: dict[str, dict] = {}
     todo = []
     for cell in cells:
-        marker = out / "cells" / cell.id / "metrics.json"
-        if marker.is_file():
-            record = json.loads(marker.read_text())
+        marker = out / "cells" / cell.id / MARKER
+        record = read_marker(marker)
+        if record is not None:
             if record.get("fingerprint", cell_fingerprint(config, cell)) != cell_fingerprint(config, cell):
                 raise ConfigError(f"{marker.parent} was computed with other settings than this config; "
                                   "use another --out folder or delete that cell")
@@ -118,6 +121,7 @@ def run_study(config: StudyConfig | str | Path, out: str | Path = "study-out", d
                              device=str(device), cells=len(cells))
     write_json(out / "results.json", {"manifest": manifest, "classes": prepared.classes,
                                       "positive_class": prepared.classes[prepared.positive],
+                                      "leakage": prepared.leakage,  # patients in two splits (allowed)
                                       "summary": rows, "cells": ordered})
     write_csv(out / "results.csv", rows)
     report = write_report(out / "report.html", config, prepared, ordered, rows, out)

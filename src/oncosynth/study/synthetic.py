@@ -5,14 +5,14 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from oncosynth.data.decode import convert_images
+from oncosynth.data.transforms import convert_images, to_uint8
 from oncosynth.study.config import ArmConfig, SyntheticSource
 from oncosynth.study.inputs import Prepared
 
 
 def _to_uint8(images: torch.Tensor, size: int, channels: int) -> torch.Tensor:
     """Float [0, 1] images from a generator -> uint8 at the study's size and channel count."""
-    return (convert_images(images.clamp(0, 1), size, channels) * 255).round().to(torch.uint8)
+    return to_uint8(convert_images(images.clamp(0, 1), size, channels))
 
 
 def synthetic_counts(source: SyntheticSource, real_counts: np.ndarray, classes: list[str],

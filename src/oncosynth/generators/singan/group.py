@@ -164,13 +164,15 @@ def _read_image_list(image_list: Any) -> list[str]:
 def train_group(gen: Generator, data: Any, run_folder: str | Path, *, class_name: str | None = None,
                 images: int | None = None, image_list: Any = None, seed: int = 0, workers: int = 0,
                 executor: Any = None, resume: bool = True, device: str | torch.device = "cpu",
-                threads: int | None = None, progress: bool = True) -> Generator:
+                threads: int | None = None, progress: bool = True, allow_leakage: bool = False) -> Generator:
     """Train ``images`` SinGANs (one per image of ``class_name``) into ``run_folder``.
 
     ``data``: a data set path or ``Dataset`` (its train split), or a tensor N×C×H×W in [0, 1] (every
     image is used; ``class_name`` names them). ``image_list``: a file (one file name, path or uid per
     line) or a list of them, instead of a random choice (seeded by ``seed``). Members run as units of
     ``executor`` (default ``LocalExecutor(workers)``); a finished member is never trained again.
+    A data set whose splits share a patient stops before any work unless ``allow_leakage`` (then
+    the group's manifest lists them under ``leakage``).
     """
     from oncosynth.data import load_images
     from oncosynth.parallel.executor import LocalExecutor, Resources, Unit
@@ -180,6 +182,7 @@ def train_group(gen: Generator, data: Any, run_folder: str | Path, *, class_name
     run = Path(run_folder)
     cfg = gen.config
     # ---- choose and check every image before anything is written
+    leakage: list[dict] = []  # patients in two splits, when allowed
     if isinstance(data, torch.Tensor):
         if image_list is not None:
             raise ConfigError("singan: an image list needs a data set, not a tensor")
@@ -193,6 +196,11 @@ def train_group(gen: Generator, data: Any, run_folder: str | Path, *, class_name
         sources = [f"<tensor {i}>" for i in range(len(tensor))]
         natives = [t for t in chosen]
     else:
+        from oncosynth.data import as_dataset
+        from oncosynth.generators.training import split_leakage
+
+        data = as_dataset(data)
+        leakage = split_leakage(data, allow_leakage)
         chosen, class_name = _choose_records(data, class_name, images, image_list, seed)
         sources = [r.uid for r in chosen]
         natives = [load_images([r])[0] for r in chosen]
@@ -282,7 +290,8 @@ def train_group(gen: Generator, data: Any, run_folder: str | Path, *, class_name
     gen.manifest = make_manifest("generator/singan", plan, seed=seed,
                                  data_hash=_group_hash([s.get("key", "") for s in summaries], run),
                                  n_train=len(gen.members), seconds=round(time.perf_counter() - began, 1),
-                                 cpu_seconds_members=round(sum(s["cpu_seconds"] for s in summaries), 1))
+                                 cpu_seconds_members=round(sum(s["cpu_seconds"] for s in summaries), 1),
+                                 **({"leakage": leakage} if leakage else {}))
     gen.save(run, gen.manifest)
     return gen
 
