@@ -54,9 +54,11 @@ def one_thread():
 
 
 def test_generator_ddp_matches_single_process(phantom, tmp_path, one_thread):
+    # BatchNorm (not the cpu preset's instance norm), so the global-batch statistics are exercised
     options = ["train-generator", "--method", "cdcgan", "--preset", "cpu", "--width", "8", "--data", str(phantom), "--steps", "6",
-               "--batch-size", "8", "--device", "cpu", "--sample-every", "0", "--checkpoint-every", "3"]
-    gen = create_generator("cdcgan", preset="cpu", width=8)
+               "--batch-size", "8", "--device", "cpu", "--sample-every", "0", "--checkpoint-every", "3",
+               "--option", "norm=batch"]
+    gen = create_generator("cdcgan", preset="cpu", width=8, norm="batch")
     from oncosynth.data import load_dataset
 
     gen.fit(load_dataset(phantom), tmp_path / "single", steps=6, batch_size=8, device="cpu",

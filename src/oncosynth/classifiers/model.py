@@ -2,7 +2,8 @@
 
 ``Classifier`` takes images in [0, 1] (N×C×H×W) and normalises them itself,
 so every caller (training, the study, the metrics' "domain encoder") feeds
-the same thing. ``features(x)`` is the pooled pre-logit embedding.
+the same thing. Per-image normalisation and flip TTA (``set_input_handling``,
+set by training from its config) are part of the model and its checkpoint. ``features(x)`` is the pooled pre-logit embedding.
 
 Pretrained weights come either from timm's hub (``pretrained="timm"``, needs
 the network) or from a local file (``.safetensors`` or a PyTorch state dict,
@@ -20,6 +21,7 @@ import torch
 import torch.nn as nn
 
 from oncosynth.checkpoint import load_checkpoint, read_weights_file, save_checkpoint
+from oncosynth.classifiers.normalise import NORMS, normalise_input
 from oncosynth.errors import CheckpointError, ConfigError
 
 KIND = "classifier"
@@ -81,6 +83,16 @@ class Classifier(nn.Module):
         self.freeze_backbone = freeze_backbone
         if freeze_backbone:
             self.backbone.requires_grad_(False)
+        self.set_input_handling()
+
+    def set_input_handling(self, norm: str = "none", percentiles: tuple[float, float] = (1.0, 99.0),
+                           tta: bool = False) -> "Classifier":
+        """Per-image normalisation and flip TTA (see ``classifiers.normalise``); recorded in the config."""
+        if norm not in NORMS:
+            raise ConfigError(f"input normalisation must be one of {NORMS}, got '{norm}'")
+        self.input_norm, self.percentiles, self.tta = norm, (float(percentiles[0]), float(percentiles[1])), bool(tta)
+        self.config.update({"input_norm": norm, "input_percentiles": list(self.percentiles), "tta": self.tta})
+        return self
 
     @property
     def width(self) -> int:
@@ -119,7 +131,7 @@ class Classifier(nn.Module):
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """N×C×H×W in [0, 1] -> N×D pooled pre-logit embedding."""
-        return self.backbone((x - self.mean) / self.std)
+        return self.backbone(normalise_input(x, self.input_norm, self.mean, self.std, self.percentiles))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
@@ -213,6 +225,8 @@ def load_classifier(folder: str | Path, device: str | torch.device = "cpu") -> C
                        config.get("freeze_backbone", False), config.get("drop_rate", 0.0))
     if config.get("dp_layout"):
         model.prepare_for_dp()
+    model.set_input_handling(config.get("input_norm", "none"), config.get("input_percentiles", (1.0, 99.0)),
+                             config.get("tta", False))
     try:
         model.load_state_dict(tensors)
     except RuntimeError as exc:

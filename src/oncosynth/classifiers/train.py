@@ -42,6 +42,10 @@ from oncosynth.classifiers.sampling import BatchPlan
 from oncosynth.classifiers.scores import selection_score
 from oncosynth.parallel.distributed import SINGLE, DistContext, broadcast_parameters, check_batch, globalise_batchnorm
 from oncosynth.errors import ConfigError
+# the recipe options (normalisation, TTA, mixing, EMA, one-cycle): classifiers/recipe.py
+from oncosynth.classifiers.normalise import predict_batch_proba
+from oncosynth.classifiers.recipe import RecipeOptions, prepare_recipe, recipe_scheduler
+from oncosynth.classifiers.regularise import mix_batch
 
 STATE_FILE = "train_state.pt"
 
@@ -54,7 +58,7 @@ class DPConfig(BaseModel):
     max_grad_norm: float = Field(1.0, gt=0)
 
 
-class TrainConfig(BaseModel):
+class TrainConfig(RecipeOptions):  # recipe fields (normalise, mixup, ema, tta, schedule, presets): recipe.py
     model_config = ConfigDict(extra="forbid")
 
     epochs: int = Field(20, ge=1)
@@ -102,7 +106,7 @@ def predict_proba(model: nn.Module, images: torch.Tensor, device: torch.device |
     out = []
     for start in range(0, len(images), batch_size):
         batch = _to_float(images[start : start + batch_size], device)
-        out.append(torch.softmax(model(batch).float(), dim=1).cpu())
+        out.append(predict_batch_proba(model, batch).cpu())  # flip TTA when the model asks for it
     return torch.cat(out).numpy() if out else np.zeros((0, 0))
 
 
@@ -164,6 +168,7 @@ def train_classifier(model: Classifier, train: tuple[torch.Tensor, torch.Tensor]
     if dp is not None and not model.freeze_backbone:
         model.prepare_for_dp()
     model.to(device)
+    ema = prepare_recipe(model, config, dp, context.active)  # recipe: normalisation/TTA on the model, EMA
 
     if context.active:
         globalise_batchnorm(model)
@@ -192,6 +197,7 @@ def train_classifier(model: Classifier, train: tuple[torch.Tensor, torch.Tensor]
                                                                   config.steps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(  # opacus' DPOptimizer wraps the AdamW it drives
         getattr(optimizer, "original_optimizer", optimizer), lambda s: warmup_cosine(s, total_steps, warmup_steps))
+    scheduler = recipe_scheduler(scheduler, optimizer, config, total_steps)  # recipe: one-cycle in its place
 
     state_path = Path(state_dir) / STATE_FILE if state_dir is not None else None
     start_epoch, best = 0, {"score": -math.inf, "epoch": -1, "step": 0, "weights": None}
@@ -215,6 +221,8 @@ def train_classifier(model: Classifier, train: tuple[torch.Tensor, torch.Tensor]
             plan.load_state_dict(saved["plan"])
 
     started = time.perf_counter()
+    if ema is not None and start_epoch > 0:  # recipe: the EMA shadow of the resumed state
+        ema.load(state_path.parent, start_epoch)
     stopped_early = None
     dp_iter = None
     for epoch in range(start_epoch, n_chunks):  # an "epoch" here is one evaluation period
@@ -233,6 +241,7 @@ def train_classifier(model: Classifier, train: tuple[torch.Tensor, torch.Tensor]
             xb, yb = _to_float(xb, device), yb.to(device, non_blocking=True)
             if config.augment:
                 xb = augment_batch(xb, config.augmentations, generator)
+            xb, targets = mix_batch(xb, yb, num_classes, config.mixup, config.cutmix, config.mix_prob, generator)
             if context.active:  # every rank drew (and augmented) the global batch; keep this rank's rows
                 denominator = weight[yb].sum() if weight is not None else torch.tensor(float(len(yb)))
                 xb, yb = context.share(xb), context.share(yb)
@@ -247,13 +256,17 @@ def train_classifier(model: Classifier, train: tuple[torch.Tensor, torch.Tensor]
                 loss = F.cross_entropy(logits, yb, weight=weight, label_smoothing=config.label_smoothing,
                                        reduction="sum") * (context.world_size / denominator.to(device))
             else:
-                loss = F.cross_entropy(logits, yb, weight=weight, label_smoothing=config.label_smoothing)
+                loss = F.cross_entropy(logits, targets, weight=weight, label_smoothing=config.label_smoothing)
             loss.backward()
             optimizer.step()
             scheduler.step()
+            if ema is not None:  # recipe
+                ema.update(model)
             seen += len(yb)
             loss_sum += float(loss.detach()) * len(yb)
         epoch_seconds = time.perf_counter() - epoch_start
+        if ema is not None:  # recipe: validate (and select) the EMA weights
+            ema.swap_in(model)
         train_seconds += epoch_seconds
         train_images += seen
 
@@ -269,6 +282,10 @@ def train_classifier(model: Classifier, train: tuple[torch.Tensor, torch.Tensor]
         if not np.isnan(score) and score > best["score"]:
             best = {"score": score, "epoch": epoch + 1, "step": step,
                     "weights": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
+        if ema is not None:  # recipe: back to the live weights; the shadow goes beside the resume state
+            ema.swap_out(model)
+            if state_path is not None and context.is_main:
+                ema.save(state_path.parent, epoch + 1)
         if state_path is not None and context.is_main:
             _save_state(state_path, model, optimizer, scheduler, generator, engine, epoch + 1, history, best,
                         train_seconds, train_images, seen_synthetic, plan)

@@ -22,7 +22,11 @@ def evaluate_command(
     size: Optional[int] = typer.Option(None, "--size", help="Common image side (default: the real images' size)."),
     label_from_name: bool = typer.Option(False, "--label-from-name", help="Synthetic class from the file name's last '_' token."),
     no_frd: bool = typer.Option(False, "--no-frd", help="Skip FRD (radiomics; the slowest metric)."),
-    frd_workers: int = typer.Option(1, "--frd-workers", help="Processes for radiomics extraction."),
+    frd_workers: int = typer.Option(1, "--frd-workers",
+                                    help="Processes for radiomics extraction (either backend; CPU)."),
+    frd_backend: str = typer.Option("batched", "--frd-backend",
+                                    help="FRD features: batched (torch, equal to PyRadiomics, CPU or GPU) or "
+                                         "pyradiomics (the reference, one image at a time)."),
     threshold: float = typer.Option(0.3, "--threshold", help="Memorisation threshold on the nearest-neighbour ratio."),
     device: str = typer.Option("auto", "--device"),
     seed: int = typer.Option(0, "--seed"),
@@ -38,6 +42,7 @@ def evaluate_command(
 
         unused = [name for name, given in (("--train", train is not None), ("--label-from-name", label_from_name),
                                            ("--no-frd", no_frd), ("--frd-workers", frd_workers != 1),
+                                           ("--frd-backend", frd_backend != "batched"),
                                            ("--threshold", threshold != 0.3)) if given]
         if unused:
             raise ConfigError(f"option(s) {', '.join(unused)} do not apply to --sifid")
@@ -53,10 +58,10 @@ def evaluate_command(
 
     metrics = evaluate(real, synthetic, train=train, feature_net=feature_net, out=out, size=size,
                        label_from_name=label_from_name, compute_frd=not no_frd, frd_workers=frd_workers,
-                       threshold=threshold, device=device, seed=seed)
+                       frd_backend=frd_backend, threshold=threshold, device=device, seed=seed)
     overall = metrics["results"]["overall"]
     shown = {k: overall[k] for k in ("fid", "kid", "precision", "recall", "density", "coverage", "frd",
-                                     "ms_ssim_synthetic", "memorised_fraction") if k in overall}
+                                     "frd_backend", "ms_ssim_synthetic", "memorised_fraction") if k in overall}
     typer.echo(f"feature net: {metrics['feature_net']}")
     typer.echo(json.dumps(shown, indent=2))
     typer.echo(f"written: {out / 'metrics.json'}, {out / 'evaluation.html'}")

@@ -20,8 +20,11 @@ def train_generator(
     size: Optional[int] = typer.Option(None, "--size", help="Image side (power of two); default: the data's, rounded up."),
     steps: Optional[int] = typer.Option(None, "--steps", help="Total training steps (default 2000; a resumed run continues to this)."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Default: the method's."),
-    preset: Optional[str] = typer.Option(None, "--preset", help="cdcgan: paper | cpu; stylegan2-ada: small | full; singan: paper | mammo | tiny."),
+    preset: Optional[str] = typer.Option(None, "--preset", help="cdcgan: paper | cpu; stylegan2-ada: cpu | paper | paper256; singan: paper | mammo | tiny."),
     width: Optional[int] = typer.Option(None, "--width", help="cdcgan only: base channel width (paper 64)."),
+    option: Optional[list[str]] = typer.Option(None, "--option", metavar="KEY=VALUE",
+                                               help="cdcgan / stylegan2-ada: any other setting, value as JSON "
+                                                    "(e.g. norm=\"batch\", d_steps_per_g=1, resample=\"bilinear\"); repeatable."),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda"),
     seed: int = typer.Option(0, "--seed"),
     resume: bool = typer.Option(True, "--resume/--no-resume", help="Continue from the run's last checkpoint."),
@@ -57,7 +60,8 @@ def train_generator(
                    "--sifid-net": sifid_net, "--executor": None if executor == "local" else executor,
                    "--ray-address": None if ray_address == "auto" else ray_address, "--retries": retries or None}
     gan_only = {"--classes": classes or None, "--size": size, "--steps": steps, "--batch-size": batch_size,
-                "--width": width, "--checkpoint-every": checkpoint_every, "--sample-every": sample_every,
+                "--width": width, "--option": option or None,
+                "--checkpoint-every": checkpoint_every, "--sample-every": sample_every,
                 "--tensorboard": tensorboard or None, "--distributed": distributed or None}
     is_singan = generator_class(method).name == "singan"
     misplaced = [k for k, v in (gan_only if is_singan else singan_only).items() if v is not None]
@@ -81,7 +85,7 @@ def train_generator(
         typer.echo(f"singan: {len(gen.members)} SinGAN(s) of class '{gen.classes[0]}' in {out} "
                    f"(per-SinGAN time and SIFID in {out / 'members.csv'})")
         return
-    options = {"size": size}
+    options = {"size": size, **parse_options(option or [])}
     if width is not None:
         options["width"] = width
     gen = create_generator(method, preset=preset, **options)
@@ -91,6 +95,24 @@ def train_generator(
             classes=classes or None, distributed=distributed, allow_leakage=allow_leakage)
     if not distributed or os.environ.get("RANK", "0") == "0":
         typer.echo(f"{gen.name}: trained {gen.step} steps; model in {out}")
+
+
+def parse_options(items: list[str]) -> dict:
+    """``KEY=VALUE`` strings to settings; a VALUE that is not JSON is taken as a string."""
+    import json
+
+    from oncosynth.errors import ConfigError
+
+    options = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--option {item!r}: expected KEY=VALUE")
+        try:
+            options[key] = json.loads(value)
+        except json.JSONDecodeError:
+            options[key] = value
+    return options
 
 
 @app.command("generate")

@@ -153,6 +153,7 @@ class Generator(abc.ABC):
     def from_config(cls, config: dict[str, Any], where: str = "checkpoint") -> "Generator":
         try:
             gen = cls(preset=None, **config["config"])
+            gen.config.update(config["config"])  # the saved values verbatim, None included
             gen.preset = config.get("preset")
             gen.step = int(config.get("step", 0))
             gen.restore_config(config)

@@ -38,6 +38,7 @@ class SteppedGAN(Generator):
     def __init__(self, preset: str | None = None, **config: Any):
         super().__init__(preset, **config)
         self.data_shard = SINGLE  # which rows of each global batch this process trains on
+        self.class_counts: torch.Tensor | None = None  # training images per class; set by the training loop
 
     # ------------------------------------------------------------ subclass hooks
     @abc.abstractmethod

@@ -1,33 +1,55 @@
 """StyleGAN2-ADA (Karras et al. 2020), class-conditional, in plain PyTorch.
 
-No custom CUDA/C++ ops: modulated convolutions use the grouped-convolution
-trick, resampling uses ``F.interpolate`` (bilinear 2× up-sampling is the
-[1, 3, 3, 1] filter of the official code; down-sampling is a 2×2 average), so
-the model runs on CPU and CUDA with the pinned torch.
+The networks are in :mod:`oncosynth.generators.stylegan2_networks`, the
+augmentation in :mod:`oncosynth.generators.ada`; this module holds the
+losses, regularisers and schedule. One ``train_step`` is one minibatch of
+the released code's training loop (NVlabs/stylegan2-ada-pytorch), in its
+order of phases:
 
-* Mapping network: z and an embedding of the one-hot class are each
-  normalised, concatenated and passed through ``map_layers`` fully connected
-  layers (learning-rate multiplier 0.01); the running mean of w is tracked for
-  the truncation trick.
-* Synthesis network: learned 4×4 constant, then per resolution a modulated +
-  demodulated 3×3 convolution with 2× up-sampling, a second one, per-pixel
-  noise with a learned strength, and a toRGB layer whose output is added to the
-  up-sampled image so far ("skip" architecture).
-* Discriminator: fromRGB, residual blocks, minibatch standard deviation,
-  and projection conditioning (the output features are dotted with a mapped
-  class embedding).
-* Loss: non-saturating logistic; R1 on reals every ``r1_interval`` steps
-  (lazy regularisation, with Adam's lr/betas adjusted as in the paper); an
-  exponential moving average of G's weights (``G_ema``) is what samples.
-* ADA: :mod:`oncosynth.generators.ada` augments every image D sees; p
-  follows r_t = E[sign(D(real))] towards ``ada_target``.
+1. ``Gmain``: non-saturating logistic loss softplus(-D(aug(G(z, c)), c));
+2. ``Greg`` every ``pl_interval`` steps (from step 0): path-length
+   regularisation on half the batch, penalty (|J_w^T y| - a)² with ``a`` an
+   exponential moving average (decay ``pl_decay``) of the lengths, weight
+   ``pl_weight``, times the interval (lazy regularisation);
+3. ``Dmain``: softplus(D(aug(fake))) + softplus(-D(aug(real)));
+4. ``Dreg`` every ``r1_interval`` steps (from step 0): R1 = |∇_x D(aug(x))|²
+   on reals, weight ``r1_gamma / 2`` times the interval.
 
-Left out compared with the paper: style mixing and path-length regularisation
-(both off in the paper's small-data configurations too) and mixed precision.
+Each phase draws its own latents and class labels; labels follow the training
+set's class frequencies (``fake_labels="data"``). The w of a generated image
+is mixed with a second one from a random layer on with probability
+``style_mixing``. Lazily regularised networks get Adam's lr × I/(I+1) and
+betas ** (I/(I+1)) for interval I. G_ema, an exponential moving average of
+G, is what samples; ADA moves the augmentation probability p towards
+E[sign(D(real))] = ``ada_target``.
 
-Presets: ``small`` (default; trains on 2 CPU cores) and ``full`` (the paper's
-size for 128-256 px on a GPU: z = w = 512, 8 mapping layers, up to 512 channels,
-batch 64).
+Presets:
+
+* ``paper``: the released code's default configuration (``--cfg=auto``, one
+  GPU) for 64-256 px: z = w = 512, 2 generator mapping layers, 8 in the
+  discriminator, channel base 16384 up to 512, batch 32 (the released rule
+  min(4096 / size, 32) for 64 and 128 px; pass ``batch_size=16`` at 256 px),
+  minibatch-std groups of 4, lr 0.0025, R1 gamma 0.0002 size² / batch, EMA of
+  batch × 10 / 32 kimg with ramp-up 0.05, activations clamped at ±256,
+  augmentation pipeline ``bgc`` with 2× oversampled geometric transforms,
+  ADA target 0.6 adjusted every 4 steps at 500 kimg per unit of p.
+  Departures: float32 everywhere (the released code runs the four highest
+  resolutions in float16 on GPUs; same function up to float16 rounding);
+  the image grid and metrics of its loop are not reproduced.
+* ``paper256``: the released ``--cfg=paper256`` (8 mapping layers, batch 64,
+  minibatch-std groups of 8, gamma 1, EMA 20 kimg without ramp-up).
+* ``cpu`` (the default when no preset is given; ``small`` is its old name):
+  the same losses, regularisers, FIR resampling and label draws as ``paper``,
+  at a size that trains on 2 CPU cores (z = w = 64, 2 + 2 mapping layers, at
+  most 64 channels, batch 16, no activation clamp), ADA adjusted every 16
+  steps at 100 kimg so p can move within a short run, and ADA's geometric
+  warp sampled directly instead of 2× oversampled (that costs 40 % of a step
+  once p > 0; every other released option costs at most a few per cent:
+  bench/RESULTS.md).
+
+Checkpoints written before these settings existed load with the behaviour
+they were trained with (bilinear resampling, no path-length regulariser or
+mixing, R1 folded into the D step, uniform fake labels): see ``LEGACY``.
 """
 
 from __future__ import annotations
@@ -40,232 +62,27 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from oncosynth.errors import ConfigError
 from oncosynth.generators.ada import AdaController, AugmentPipe
 from oncosynth.generators.gan import SteppedGAN
 from oncosynth.generators.registry import register_generator
+from oncosynth.generators.stylegan2_networks import StyleDiscriminator, StyleGenerator, modulated_conv2d
 
-SQRT2 = math.sqrt(2)
+__all__ = ["StyleGAN2ADA", "modulated_conv2d"]
 
+# What a checkpoint saved before a setting existed was trained with.
+LEGACY: dict[str, Any] = {
+    "resample": "bilinear", "conv_clamp": None, "d_map_layers": None, "mbstd_group": 4,
+    "style_mixing": 0.0, "pl_weight": 0.0, "pl_interval": 0, "r1_mode": "folded",
+    "fake_labels": "uniform", "ada_grey_lumaflip": False, "ada_oversample": False, "ada_p_max": 1.0,
+}
 
-def normalize_2nd_moment(x: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
-    return x * (x.square().mean(dim=1, keepdim=True) + eps).rsqrt()
-
-
-class FullyConnected(nn.Module):
-    """Linear layer with equalised learning rate (weights scaled at run time)."""
-
-    def __init__(self, in_features: int, out_features: int, bias_init: float = 0.0, lr_mul: float = 1.0,
-                 activation: bool = False):
-        super().__init__()
-        self.weight = nn.Parameter(torch.randn(out_features, in_features) / lr_mul)
-        self.bias = nn.Parameter(torch.full([out_features], float(bias_init)))
-        self.weight_gain = lr_mul / math.sqrt(in_features)
-        self.bias_gain = lr_mul
-        self.activation = activation
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.linear(x, self.weight * self.weight_gain, self.bias * self.bias_gain)
-        return F.leaky_relu(x, 0.2) * SQRT2 if self.activation else x
-
-
-class MappingNetwork(nn.Module):
-    """(z, class) -> w. With ``z_dim=0`` it maps the class alone (the discriminator's embedding)."""
-
-    def __init__(self, z_dim: int, num_classes: int, w_dim: int, layers: int, lr_mul: float = 0.01,
-                 w_avg_beta: float | None = 0.995):
-        super().__init__()
-        self.z_dim, self.num_classes, self.w_avg_beta = z_dim, num_classes, w_avg_beta
-        self.embed = FullyConnected(num_classes, w_dim)
-        features = [w_dim + z_dim] + [w_dim] * layers
-        self.layers = nn.ModuleList(FullyConnected(a, b, lr_mul=lr_mul, activation=True)
-                                    for a, b in zip(features[:-1], features[1:]))
-        if w_avg_beta is not None:
-            self.register_buffer("w_avg", torch.zeros(w_dim))
-
-    def forward(self, z: torch.Tensor | None, labels: torch.Tensor, truncation: float = 1.0) -> torch.Tensor:
-        y = normalize_2nd_moment(self.embed(F.one_hot(labels, self.num_classes).float()))
-        x = y if self.z_dim == 0 else torch.cat([normalize_2nd_moment(z), y], dim=1)
-        for layer in self.layers:
-            x = layer(x)
-        if self.w_avg_beta is not None:
-            if self.training:
-                self.w_avg.copy_(x.detach().mean(0).lerp(self.w_avg, self.w_avg_beta))
-            if truncation != 1:
-                x = self.w_avg.lerp(x, truncation)
-        return x
-
-
-def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor, demodulate: bool,
-                     fused: bool = True) -> torch.Tensor:
-    """Convolution with per-sample weights ``weight × style`` (optionally demodulated).
-
-    ``fused``: build the N per-sample kernels and run them as one grouped
-    convolution (the paper's trick). Otherwise scale the input channels by the
-    styles, run one ordinary convolution and scale the outputs by the
-    demodulation coefficients -- the same function, and much faster for
-    training on CPU, where grouped convolutions with few channels are slow.
-    """
-    n, c_in, h, w = x.shape
-    c_out, _, kh, kw = weight.shape
-    if not fused:
-        out = F.conv2d(x * styles[:, :, None, None], weight, padding=kh // 2)
-        if demodulate:
-            dcoefs = (weight[None] * styles[:, None, :, None, None]).square().sum(dim=[2, 3, 4]).add(1e-8).rsqrt()
-            out = out * dcoefs[:, :, None, None]
-        return out
-    wts = weight[None] * styles[:, None, :, None, None]               # N × out × in × k × k
-    if demodulate:
-        wts = wts * (wts.square().sum(dim=[2, 3, 4], keepdim=True) + 1e-8).rsqrt()
-    x = x.reshape(1, n * c_in, h, w)
-    out = F.conv2d(x, wts.reshape(n * c_out, c_in, kh, kw), padding=kh // 2, groups=n)
-    return out.reshape(n, c_out, *out.shape[2:])
-
-
-class StyleConv(nn.Module):
-    """Modulated 3×3 conv (+ optional 2× up-sampling), noise, bias, leaky ReLU."""
-
-    def __init__(self, c_in: int, c_out: int, w_dim: int, resolution: int, up: bool = False):
-        super().__init__()
-        self.up = up
-        self.fused = True  # grouped-conv path; set by StyleGAN2ADA.build from config["fused_modconv"]
-        self.affine = FullyConnected(w_dim, c_in, bias_init=1.0)
-        self.weight = nn.Parameter(torch.randn(c_out, c_in, 3, 3))
-        self.weight_gain = 1 / math.sqrt(c_in * 9)
-        self.bias = nn.Parameter(torch.zeros(c_out))
-        self.noise_strength = nn.Parameter(torch.zeros([]))
-        self.register_buffer("noise_const", torch.randn(resolution, resolution))
-
-    def forward(self, x: torch.Tensor, w: torch.Tensor, noise_mode: str) -> torch.Tensor:
-        if self.up:
-            x = F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
-        x = modulated_conv2d(x, self.weight * self.weight_gain, self.affine(w), demodulate=True, fused=self.fused)
-        if noise_mode == "random":
-            x = x + torch.randn(x.shape[0], 1, *x.shape[2:], device=x.device) * self.noise_strength
-        elif noise_mode == "const":
-            x = x + self.noise_const * self.noise_strength
-        return F.leaky_relu(x + self.bias[None, :, None, None], 0.2) * SQRT2
-
-
-class ToRGB(nn.Module):
-    def __init__(self, c_in: int, channels: int, w_dim: int):
-        super().__init__()
-        self.fused = True
-        self.affine = FullyConnected(w_dim, c_in, bias_init=1.0)
-        self.weight = nn.Parameter(torch.randn(channels, c_in, 1, 1))
-        self.weight_gain = 1 / math.sqrt(c_in)
-        self.bias = nn.Parameter(torch.zeros(channels))
-
-    def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        styles = self.affine(w) * self.weight_gain
-        return modulated_conv2d(x, self.weight, styles, demodulate=False, fused=self.fused) + self.bias[None, :, None, None]
-
-
-def channels_at(resolution: int, channel_base: int, channel_max: int) -> int:
-    return min(channel_max, channel_base // resolution)
-
-
-class SynthesisNetwork(nn.Module):
-    def __init__(self, w_dim: int, size: int, channels: int, channel_base: int, channel_max: int):
-        super().__init__()
-        c4 = channels_at(4, channel_base, channel_max)
-        self.const = nn.Parameter(torch.randn(c4, 4, 4))
-        self.convs = nn.ModuleList([StyleConv(c4, c4, w_dim, 4)])
-        self.torgbs = nn.ModuleList([ToRGB(c4, channels, w_dim)])
-        res, c = 8, c4
-        while res <= size:
-            c_out = channels_at(res, channel_base, channel_max)
-            self.convs.append(StyleConv(c, c_out, w_dim, res, up=True))
-            self.convs.append(StyleConv(c_out, c_out, w_dim, res))
-            self.torgbs.append(ToRGB(c_out, channels, w_dim))
-            res, c = res * 2, c_out
-
-    def forward(self, w: torch.Tensor, noise_mode: str = "random") -> torch.Tensor:
-        x = self.const.expand(len(w), -1, -1, -1)
-        x = self.convs[0](x, w, noise_mode)
-        img = self.torgbs[0](x, w)
-        for i, torgb in enumerate(self.torgbs[1:]):
-            x = self.convs[1 + 2 * i](x, w, noise_mode)
-            x = self.convs[2 + 2 * i](x, w, noise_mode)
-            img = F.interpolate(img, scale_factor=2, mode="bilinear", align_corners=False) + torgb(x, w)
-        return img
-
-
-class StyleGenerator(nn.Module):
-    def __init__(self, num_classes: int, channels: int, size: int, z_dim: int, w_dim: int, map_layers: int,
-                 channel_base: int, channel_max: int):
-        super().__init__()
-        self.mapping = MappingNetwork(z_dim, num_classes, w_dim, map_layers)
-        self.synthesis = SynthesisNetwork(w_dim, size, channels, channel_base, channel_max)
-
-    def forward(self, z: torch.Tensor, labels: torch.Tensor, truncation: float = 1.0,
-                noise_mode: str = "random") -> torch.Tensor:
-        return self.synthesis(self.mapping(z, labels, truncation), noise_mode)
-
-
-class Conv(nn.Module):
-    """Equalised-lr convolution, optional 2× down-sampling (average) and leaky ReLU."""
-
-    def __init__(self, c_in: int, c_out: int, kernel: int, bias: bool = True, activation: bool = True,
-                 down: bool = False):
-        super().__init__()
-        self.weight = nn.Parameter(torch.randn(c_out, c_in, kernel, kernel))
-        self.bias = nn.Parameter(torch.zeros(c_out)) if bias else None
-        self.weight_gain = 1 / math.sqrt(c_in * kernel * kernel)
-        self.activation, self.down = activation, down
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.down:
-            x = F.avg_pool2d(x, 2)
-        x = F.conv2d(x, self.weight * self.weight_gain, self.bias, padding=self.weight.shape[-1] // 2)
-        return F.leaky_relu(x, 0.2) * SQRT2 if self.activation else x
-
-
-class ResidualBlock(nn.Module):
-    def __init__(self, c_in: int, c_out: int):
-        super().__init__()
-        self.conv0 = Conv(c_in, c_in, 3)
-        self.conv1 = Conv(c_in, c_out, 3, down=True)
-        self.skip = Conv(c_in, c_out, 1, bias=False, activation=False, down=True)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return (self.skip(x) + self.conv1(self.conv0(x))) * math.sqrt(0.5)
-
-
-def minibatch_stddev(x: torch.Tensor, group_size: int = 4) -> torch.Tensor:
-    """Append one channel: the std of features across a group of images, averaged."""
-    n, c, h, w = x.shape
-    g = max(d for d in range(1, min(group_size, n) + 1) if n % d == 0)
-    y = x.reshape(g, -1, c, h, w)
-    y = (y.var(dim=0, unbiased=False) + 1e-8).sqrt().mean(dim=[1, 2, 3])   # (n/g,)
-    y = y.reshape(-1, 1, 1, 1).repeat(g, 1, h, w)
-    return torch.cat([x, y], dim=1)
-
-
-class StyleDiscriminator(nn.Module):
-    def __init__(self, num_classes: int, channels: int, size: int, channel_base: int, channel_max: int,
-                 map_layers: int, cmap_dim: int | None = None):
-        super().__init__()
-        c_top = channels_at(size, channel_base, channel_max)
-        self.from_rgb = Conv(channels, c_top, 1)
-        blocks, res = [], size
-        while res > 4:
-            blocks.append(ResidualBlock(channels_at(res, channel_base, channel_max),
-                                        channels_at(res // 2, channel_base, channel_max)))
-            res //= 2
-        self.blocks = nn.Sequential(*blocks)
-        c4 = channels_at(4, channel_base, channel_max)
-        self.cmap_dim = cmap_dim or c4
-        self.mapping = MappingNetwork(0, num_classes, self.cmap_dim, map_layers, w_avg_beta=None)
-        self.conv = Conv(c4 + 1, c4, 3)
-        self.fc = FullyConnected(c4 * 16, c4, activation=True)
-        self.out = FullyConnected(c4, self.cmap_dim)
-
-    def forward(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        x = self.blocks(self.from_rgb(images))
-        x = self.conv(minibatch_stddev(x))
-        x = self.out(self.fc(x.flatten(1)))
-        cmap = self.mapping(None, labels)
-        return (x * cmap).sum(dim=1) / math.sqrt(self.cmap_dim)   # projection conditioning
+_CPU: dict[str, Any] = {}  # the defaults below are the cpu preset
+_PAPER: dict[str, Any] = {
+    "z_dim": 512, "w_dim": 512, "map_layers": 2, "d_map_layers": 8, "channel_base": 16384, "channel_max": 512,
+    "batch_size": 32, "conv_clamp": 256, "ada_kimg": 500, "ada_interval": 4, "ada_p_max": None,
+    "ada_oversample": True,
+}
 
 
 @register_generator("stylegan2", "stylegan2ada")
@@ -274,125 +91,239 @@ class StyleGAN2ADA(SteppedGAN):
     defaults: dict[str, Any] = {
         "size": None, "channels": None,
         "z_dim": 64, "w_dim": 64, "map_layers": 2,
+        "d_map_layers": 2,         # discriminator's label mapping (released code: 8)
         "channel_base": 1024, "channel_max": 64,
         "batch_size": 16,
+        "mbstd_group": 4,
         "lr": 0.0025, "betas": [0.0, 0.99],
+        "resample": "fir",         # "fir": the released code's [1,3,3,1] FIR resampling; "bilinear": old
+        "conv_clamp": None,        # clamp activations to ±this (released code: 256)
         "r1_gamma": None,          # None: the paper's heuristic 0.0002 * size^2 / batch
-        "r1_interval": 16,
+        "r1_interval": 16,         # 0: R1 in every D step, no lazy scaling
+        "r1_mode": "separate",     # "separate": its own step (released code); "folded": into the D step
+        "pl_weight": 2.0, "pl_interval": 4,  # path-length regulariser; pl_interval 0: every step, no lazy scaling
+        "pl_batch_shrink": 2, "pl_decay": 0.01,
+        "style_mixing": 0.9,       # probability of mixing two ws in a generated image
+        "fake_labels": "data",     # "data": class frequencies of the training set; "uniform"
         "ema_kimg": None,          # None: batch * 10 / 32 thousand images (paper)
         "ema_rampup": 0.05,
         # p is adjusted every ada_interval steps; it can go 0 -> 1 in ada_kimg thousand images (paper:
-        # 4 steps of 64, 500 kimg). Short CPU runs need p to move faster than the paper's, but r_t from
+        # 4 steps, 500 kimg). Short CPU runs need p to move faster than the paper's, but r_t from
         # only 64 images with 20 kimg made p a noise-driven walk that reached 0.09 on 10k PCam patches
         # as on 16 (bench/RESULTS.md); 16 steps of 16 and 100 kimg separate the two.
         "ada_target": 0.6, "ada_interval": 16,
         "ada_kimg": 100,
         "augment_p": 0.0,          # initial p
         "ada": True,               # False: fixed p = augment_p
+        "ada_p_max": 1.0,          # None: p unbounded above, as released (p >= 1 augments alike)
+        "ada_grey_lumaflip": True,  # grey images are inverted by the luma flip, as released
+        "ada_oversample": False,   # True: geometric transforms at 2× with a wavelet filter, as released
         "truncation": 1.0,         # psi used by sample()
         "fused_modconv": False,    # True: grouped-conv modulation (the paper's trick; slower on CPU)
     }
     presets = {
-        "small": {},
-        "full": {"z_dim": 512, "w_dim": 512, "map_layers": 8, "channel_base": 16384, "channel_max": 512,
-                 "batch_size": 64, "ada_kimg": 500, "ada_interval": 4},
+        "cpu": _CPU, "small": _CPU,
+        "paper": _PAPER, "full": _PAPER,
+        "paper256": {**_PAPER, "map_layers": 8, "batch_size": 64, "mbstd_group": 8, "r1_gamma": 1.0,
+                     "ema_kimg": 20, "ema_rampup": None},
     }
 
     @property
     def z_dim(self) -> int:
         return int(self.config["z_dim"])
 
+    @classmethod
+    def from_config(cls, config: dict[str, Any], where: str = "checkpoint") -> "StyleGAN2ADA":
+        saved = config.get("config")
+        if isinstance(saved, dict):
+            legacy = {**LEGACY, "d_map_layers": saved.get("map_layers")}  # D's mapping followed G's
+            config = {**config, "config": {**{k: v for k, v in legacy.items() if k not in saved}, **saved}}
+        return super().from_config(config, where)
+
     def build(self) -> None:
         cfg, k = self.config, len(self.classes)
+        self._check_options()
+        clamp = float(cfg["conv_clamp"]) if cfg["conv_clamp"] is not None else None
         self.G = StyleGenerator(k, self.channels, self.size, cfg["z_dim"], cfg["w_dim"], cfg["map_layers"],
-                                cfg["channel_base"], cfg["channel_max"])
+                                cfg["channel_base"], cfg["channel_max"], cfg["resample"], clamp)
         self.D = StyleDiscriminator(k, self.channels, self.size, cfg["channel_base"], cfg["channel_max"],
-                                    cfg["map_layers"])
+                                    cfg["d_map_layers"],
+                                    resample=cfg["resample"], conv_clamp=clamp, mbstd_group=cfg["mbstd_group"])
         for module in self.G.modules():
-            if isinstance(module, (StyleConv, ToRGB)):
+            if hasattr(module, "fused"):
                 module.fused = bool(cfg["fused_modconv"])
         self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
-        self.augment = AugmentPipe()
+        self.augment = AugmentPipe(grey_lumaflip=bool(cfg["ada_grey_lumaflip"]),
+                                   oversample=bool(cfg["ada_oversample"]))
         self.augment.p.fill_(float(cfg["augment_p"]))
-        self.ada = AdaController(self.augment, cfg["ada_target"], cfg["ada_interval"], int(cfg["ada_kimg"] * 1000))
-        betas = tuple(cfg["betas"])
-        self.opt_G = torch.optim.Adam(self.G.parameters(), lr=cfg["lr"], betas=betas, eps=1e-8)
-        ratio = cfg["r1_interval"] / (cfg["r1_interval"] + 1)  # lazy regularisation correction (paper, App. B)
-        self.opt_D = torch.optim.Adam(self.D.parameters(), lr=cfg["lr"] * ratio,
-                                      betas=tuple(b ** ratio for b in betas), eps=1e-8)
+        self.ada = AdaController(self.augment, cfg["ada_target"], cfg["ada_interval"], int(cfg["ada_kimg"] * 1000),
+                                 p_max=cfg["ada_p_max"])
+        self.opt_G = self._adam(self.G, cfg["pl_interval"])
+        self.opt_D = self._adam(self.D, cfg["r1_interval"])
         self.images_seen = 0
+        self.pl_mean = torch.zeros([])
+
+    def _check_options(self) -> None:
+        cfg = self.config
+        choices = {"resample": ("fir", "bilinear"), "r1_mode": ("separate", "folded"),
+                   "fake_labels": ("data", "uniform")}
+        for key, allowed in choices.items():
+            if cfg[key] not in allowed:
+                raise ConfigError(f"{self.name}: {key} must be one of {list(allowed)}, not {cfg[key]!r}")
+        if not 0 <= float(cfg["style_mixing"]) <= 1:
+            raise ConfigError(f"{self.name}: style_mixing is a probability, not {cfg['style_mixing']}")
+
+    def _adam(self, net: nn.Module, reg_interval: int) -> torch.optim.Adam:
+        # Lazy regularisation (paper, App. B): lr and betas scaled by I / (I + 1).
+        ratio = reg_interval / (reg_interval + 1) if reg_interval else 1.0
+        return torch.optim.Adam(net.parameters(), lr=self.config["lr"] * ratio,
+                                betas=tuple(b ** ratio for b in self.config["betas"]), eps=1e-8)
 
     def networks(self) -> dict[str, nn.Module]:
         return {"G": self.G, "D": self.D, "G_ema": self.G_ema, "augment": self.augment}
 
     def training_state(self) -> dict[str, Any]:
         return {"opt_G": self.opt_G.state_dict(), "opt_D": self.opt_D.state_dict(), "ada": self.ada.state_dict(),
-                "images_seen": self.images_seen}
+                "images_seen": self.images_seen, "pl_mean": self.pl_mean.clone()}
 
     def load_training_state(self, state: dict[str, Any]) -> None:
         self.opt_G.load_state_dict(state["opt_G"])
         self.opt_D.load_state_dict(state["opt_D"])
         self.ada.load_state_dict(state["ada"])
         self.images_seen = int(state["images_seen"])
+        self.pl_mean = state.get("pl_mean", torch.zeros([])).to(self.device)
+
+    def to(self, device: str | torch.device) -> "StyleGAN2ADA":
+        super().to(device)
+        if hasattr(self, "pl_mean"):
+            self.pl_mean = self.pl_mean.to(self.device)
+        return self
 
     @property
     def r1_gamma(self) -> float:
         gamma = self.config["r1_gamma"]
         return float(gamma) if gamma is not None else 0.0002 * self.size ** 2 / self.config["batch_size"]
 
+    # ------------------------------------------------------------ one minibatch
+    def fake_labels(self, n: int, real_labels: torch.Tensor) -> torch.Tensor:
+        """Class labels for ``n`` generated images: drawn with the training set's class frequencies.
+
+        Without the counts (``train_step`` called outside the training loop) the labels are drawn
+        from the real batch, whose labels are themselves draws from the training set.
+        """
+        dev = real_labels.device
+        if self.config["fake_labels"] == "uniform":
+            return torch.randint(len(self.classes), (n,), device=dev)
+        if self.class_counts is not None:
+            return torch.multinomial(self.class_counts.double(), n, replacement=True).to(dev)
+        return real_labels[torch.randint(len(real_labels), (n,), device=dev)]
+
+    def run_G(self, z: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Images and the ws that made them, with style mixing from a random layer on."""
+        ws = self.G.map(z, labels)
+        if self.config["style_mixing"] > 0:
+            num_ws, dev = ws.shape[1], z.device
+            cutoff = int(torch.randint(1, num_ws, (), device=dev))
+            if float(torch.rand((), device=dev)) >= self.config["style_mixing"]:
+                cutoff = num_ws
+            if cutoff < num_ws:
+                other = self.G.map(torch.randn_like(z), labels, update_w_avg=False)
+                ws = torch.cat([ws[:, :cutoff], other[:, cutoff:]], dim=1)
+        return self.G.synthesis(ws), ws
+
+    def _step(self, optimizer: torch.optim.Optimizer, net: nn.Module, loss: torch.Tensor) -> None:
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        for p in net.parameters():  # as released: NaN/inf gradients become 0/±1e5 before the step
+            if p.grad is not None:
+                torch.nan_to_num(p.grad, nan=0.0, posinf=1e5, neginf=-1e5, out=p.grad)
+        optimizer.step()
+
     def train_step(self, reals: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
         cfg, n, dev = self.config, len(reals), reals.device
         self.G.train()
         self.D.train()
-        fake_labels = torch.randint(len(self.classes), (n,), device=dev)
+        losses: dict[str, float] = {}
 
-        # Generator: non-saturating logistic loss, softplus(-D(G(z))).
+        # Gmain: the generator makes D call its images real.
         self.D.requires_grad_(False)
-        fakes = self.G(torch.randn(n, self.z_dim, device=dev), fake_labels)
-        loss_G = F.softplus(-self.D(self.augment(fakes), fake_labels)).mean()
-        self.opt_G.zero_grad(set_to_none=True)
-        loss_G.backward()
-        self.opt_G.step()
+        c = self.fake_labels(n, labels)
+        fakes, _ = self.run_G(torch.randn(n, self.z_dim, device=dev), c)
+        loss_G = F.softplus(-self.D(self.augment(fakes), c)).mean()
+        self._step(self.opt_G, self.G, loss_G)
+        losses["loss_G"] = loss_G.item()
+
+        # Greg: path-length regularisation on a shrunk batch, every pl_interval steps.
+        interval = cfg["pl_interval"] or 1
+        if cfg["pl_weight"] > 0 and self.step % interval == 0:
+            m = max(1, n // cfg["pl_batch_shrink"])
+            c = self.fake_labels(m, labels)
+            images, ws = self.run_G(torch.randn(m, self.z_dim, device=dev), c)
+            noise = torch.randn_like(images) / math.sqrt(images.shape[2] * images.shape[3])
+            (grad,) = torch.autograd.grad((images * noise).sum(), ws, create_graph=True)
+            lengths = grad.square().sum(2).mean(1).sqrt()
+            pl_mean = self.pl_mean.lerp(lengths.mean(), cfg["pl_decay"])
+            self.pl_mean.copy_(pl_mean.detach())
+            penalty = (lengths - pl_mean).square()
+            self._step(self.opt_G, self.G, (penalty * cfg["pl_weight"]).mean() * interval)
+            losses["pl_penalty"] = penalty.mean().item()
         self.D.requires_grad_(True)
 
-        # Discriminator: softplus(D(fake)) + softplus(-D(real)), plus lazy R1 on reals.
+        # Dmain: fakes down, reals up (R1 folded in, when asked for).
+        c = self.fake_labels(n, labels)
         with torch.no_grad():
-            fakes = self.G(torch.randn(n, self.z_dim, device=dev), fake_labels)
-        loss_fake = F.softplus(self.D(self.augment(fakes), fake_labels)).mean()
-        do_r1 = self.r1_gamma > 0 and (self.step + 1) % cfg["r1_interval"] == 0
-        reals = reals.detach().requires_grad_(do_r1)
-        real_logits = self.D(self.augment(reals), labels)
-        self.ada.observe(real_logits)
-        loss_real = F.softplus(-real_logits).mean()
-        loss_D = loss_fake + loss_real
-        losses = {"loss_G": loss_G.item(), "loss_D": loss_D.item()}
-        if do_r1:
-            (grad,) = torch.autograd.grad(real_logits.sum(), reals, create_graph=True)
-            r1 = grad.square().sum(dim=[1, 2, 3]).mean()
-            loss_D = loss_D + r1 * (self.r1_gamma / 2) * cfg["r1_interval"]
-            losses["r1"] = r1.item()
-        self.opt_D.zero_grad(set_to_none=True)
-        loss_D.backward()
-        self.opt_D.step()
+            fakes, _ = self.run_G(torch.randn(n, self.z_dim, device=dev), c)
+        loss_fake = F.softplus(self.D(self.augment(fakes), c)).mean()
+        r1_interval = cfg["r1_interval"] or 1
+        folded = self.r1_gamma > 0 and (not cfg["r1_interval"] or (
+            cfg["r1_mode"] == "folded" and (self.step + 1) % r1_interval == 0))
+        real_logits, r1 = self._real_logits(reals, labels, with_r1=folded)
+        loss_D = loss_fake + F.softplus(-real_logits).mean()
+        losses["loss_D"] = loss_D.item()
+        if folded:
+            loss_D = loss_D + r1.mean() * (self.r1_gamma / 2) * r1_interval
+            losses["r1"] = r1.mean().item()
+        self._step(self.opt_D, self.D, loss_D)
 
-        # G_ema: moving average with a half-life of ema_kimg thousand images (ramped up early on).
-        self.images_seen += n
-        ema_img = (cfg["ema_kimg"] if cfg["ema_kimg"] is not None else cfg["batch_size"] * 10 / 32) * 1000
-        if cfg["ema_rampup"]:
-            ema_img = min(ema_img, self.images_seen * cfg["ema_rampup"])
-        beta = 0.5 ** (n / max(ema_img, 1e-8))
-        with torch.no_grad():
-            for p_ema, p in zip(self.G_ema.parameters(), self.G.parameters()):
-                p_ema.copy_(p.lerp(p_ema, beta))
-            for b_ema, b in zip(self.G_ema.buffers(), self.G.buffers()):
-                b_ema.copy_(b)
+        # Dreg: R1 on reals as a step of its own, every r1_interval steps.
+        if (self.r1_gamma > 0 and cfg["r1_interval"] and cfg["r1_mode"] == "separate"
+                and self.step % r1_interval == 0):
+            _, r1 = self._real_logits(reals, labels, with_r1=True)
+            self._step(self.opt_D, self.D, r1.mean() * (self.r1_gamma / 2) * r1_interval)
+            losses["r1"] = r1.mean().item()
 
+        self._update_ema(n)
         if cfg["ada"]:
             self.ada.update(n)
         losses["augment_p"] = float(self.augment.p)
         if self.ada.last_rt is not None:  # the overfitting signal p follows, so a log explains p's course
             losses["ada_rt"] = self.ada.last_rt
         return losses
+
+    def _real_logits(self, reals: torch.Tensor, labels: torch.Tensor,
+                     with_r1: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """D's logits on augmented reals (seen by ADA) and, if asked, the per-image R1 penalty."""
+        reals = reals.detach().requires_grad_(with_r1)
+        logits = self.D(self.augment(reals), labels)
+        self.ada.observe(logits)
+        if not with_r1:
+            return logits, None
+        (grad,) = torch.autograd.grad(logits.sum(), reals, create_graph=True)
+        return logits, grad.square().sum(dim=[1, 2, 3])
+
+    def _update_ema(self, n: int) -> None:
+        """G_ema: moving average with a half-life of ema_kimg thousand images (ramped up early on)."""
+        cfg = self.config
+        ema_img = (cfg["ema_kimg"] if cfg["ema_kimg"] is not None else self.config["batch_size"] * 10 / 32) * 1000
+        if cfg["ema_rampup"]:
+            ema_img = min(ema_img, self.images_seen * cfg["ema_rampup"])  # images before this step
+        beta = 0.5 ** (n / max(ema_img, 1e-8))
+        with torch.no_grad():
+            for p_ema, p in zip(self.G_ema.parameters(), self.G.parameters()):
+                p_ema.copy_(p.lerp(p_ema, beta))
+            for b_ema, b in zip(self.G_ema.buffers(), self.G.buffers()):
+                b_ema.copy_(b)
+        self.images_seen += n
 
     def generate(self, z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return self.G_ema(z, labels, truncation=float(self.config["truncation"]), noise_mode="const")

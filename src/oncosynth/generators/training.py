@@ -238,6 +238,7 @@ def run_training(gen: Generator, data: Any, run_folder: str | Path, steps: int, 
     gen.device = device_t
     seed_everything(seed)
     gen.configure(prepared.classes, prepared.channels, int(target))
+    gen.class_counts = torch.bincount(prepared.labels, minlength=len(prepared.classes))  # fake-label draws
     config = gen.checkpoint_config()
     run_config = {"method": gen.name, "preset": gen.preset, "config": gen.config, "classes": gen.classes,
                   "channels": gen.channels, "size": gen.size, "batch_size": batch_size, "seed": seed}

@@ -148,7 +148,7 @@ def _scope_indices(real: ImageSet, synthetic: ImageSet) -> dict[str, tuple[np.nd
 def evaluate(real: Any, synthetic: Any, train: Any = None, feature_net: Any = DEFAULT_FEATURE_NET,
              out: str | Path | None = None, size: int | None = None, label_from_name: bool = False,
              compute_frd: bool = True, frd_method: str = "fast", frd_workers: int | None = None,
-             frd_max_images: int | None = None,
+             frd_max_images: int | None = None, frd_backend: str = frd_lib.DEFAULT_BACKEND,
              threshold: float = mem_lib.DEFAULT_THRESHOLD, kid_subsets: int = 100, kid_subset_size: int = 1000,
              prdc_k: int = 5, diversity_pairs: int = 1000, device: str = "auto", seed: int = 0,
              feature_input_size: int | None = None, progress: bool = True) -> dict:
@@ -161,6 +161,8 @@ def evaluate(real: Any, synthetic: Any, train: Any = None, feature_net: Any = DE
     ``feature_net``: a spec for ``oncosynth.features.create_feature_net`` or a built net.
     ``frd_max_images``: FRD (PyRadiomics, ~0.2 s per image per core) on a seeded random
     subset of at most this many images per set; None uses every image.
+    ``frd_backend``: "batched" (torch, equal to PyRadiomics) or "pyradiomics" (the
+    reference) for the fast FRD path; ``frd_workers`` are its processes.
     Returns the metrics dict (also written to ``out/metrics.json`` when ``out`` is given).
     """
     import oncosynth.classifiers  # noqa: F401  (importing these registers their encoder: loaders)
@@ -173,6 +175,7 @@ def evaluate(real: Any, synthetic: Any, train: Any = None, feature_net: Any = DE
     if out is not None:
         check_output_folder(Path(out))  # before any metric is computed
     seed_everything(seed)
+    frd_backend = "pyradiomics" if frd_method == "package" else frd_lib.check_backend(frd_backend)
     timer, notes = _Timer(), []
     sets = [as_image_set(real, "real"), as_image_set(synthetic, "synthetic", label_from_name)]
     if train is not None:
@@ -194,7 +197,7 @@ def evaluate(real: Any, synthetic: Any, train: Any = None, feature_net: Any = DE
     if compute_frd:
         with timer("frd"):
             frd_features = _frd_features(real_set, synth_set, frd_method, frd_workers, progress, results,
-                                         frd_max_images, seed, notes)
+                                         frd_max_images, seed, notes, frd_backend, str(resolve_device(device)))
     for scope, (ri, si) in scopes.items():
         row: dict[str, Any] = {"n_real": int(len(ri)), "n_synthetic": int(len(si)), "feature_net": net.name}
         fr, fs = feats["real"][ri], feats["synthetic"][si]
@@ -209,7 +212,8 @@ def evaluate(real: Any, synthetic: Any, train: Any = None, feature_net: Any = DE
         if frd_features is not None:
             with timer("frd"):
                 row.update(_guard(lambda: frd_lib.frd_from_features(
-                    frd_features[0][ri], frd_features[1][si], method=frd_method).to_json(), overall))
+                    frd_features[0][ri], frd_features[1][si], method=frd_method,
+                    backend=frd_backend).to_json(), overall))
         with timer("ms_ssim"):
             d_s = diversity.mean_pairwise_ms_ssim(synth_set.images[si], diversity_pairs, seed)
             d_r = diversity.mean_pairwise_ms_ssim(real_set.images[ri], diversity_pairs, seed)
@@ -231,6 +235,7 @@ def evaluate(real: Any, synthetic: Any, train: Any = None, feature_net: Any = DE
             results[scope]["memorised_fraction"] = float(memo_raw["flagged"][si].mean())
 
     config = {"feature_net": net.name, "size": size, "channels": channels, "frd_method": frd_method if compute_frd else None,
+              "frd_backend": frd_backend if compute_frd else None,
               "kid_subsets": kid_subsets, "kid_subset_size": kid_subset_size, "prdc_k": prdc_k,
               "frd_max_images": frd_max_images, "memorisation_threshold": threshold,
               "diversity_pairs": diversity_pairs}
@@ -264,8 +269,8 @@ def _guard(compute, overall: bool) -> dict:
 
 
 def _frd_features(real: ImageSet, synth: ImageSet, method: str, workers: int | None, progress: bool,
-                  results: dict, max_images: int | None, seed: int,
-                  notes: list[str]) -> tuple[np.ndarray, np.ndarray] | None:
+                  results: dict, max_images: int | None, seed: int, notes: list[str], backend: str,
+                  device: str) -> tuple[np.ndarray, np.ndarray] | None:
     """Radiomics features for both sets (written as 8-bit PNGs at the common size).
 
     Rows of images left out by ``max_images`` are NaN, which the FRD statistics drop.
@@ -292,7 +297,8 @@ def _frd_features(real: ImageSet, synth: ImageSet, method: str, workers: int | N
             return None
         features = []
         for s, keep, folder in zip((real, synth), picks, folders):
-            extracted = frd_lib.radiomics_features(frd_lib.image_files(folder), workers or 1, progress)
+            extracted = frd_lib.radiomics_features(frd_lib.image_files(folder), workers or 1, progress,
+                                                   backend=backend, device=device)
             full = np.full((len(s), extracted.shape[1]), np.nan)
             full[keep] = extracted
             features.append(full)

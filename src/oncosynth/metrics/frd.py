@@ -18,14 +18,20 @@ Two paths give the same number:
 
 - ``method="package"``: ``frd_score.compute_frd`` on two folders, exactly as
   a user of the package would call it (one worker per spare core).
-- ``method="fast"``: the package's own per-image extraction
-  (``process_image_mask_pair`` with its v1 extractor) run in a pool of
-  ``workers`` processes that each build the extractor once, with features
-  cached per image content (so the real reference set is extracted once per
-  evaluation, per-class FRDs reuse the overall extraction, and the same test
-  split is not extracted again for a second comparison); the statistics
-  follow the package's v1 pipeline step by step (``frd_from_features``).
-  The test suite checks both paths agree.
+- ``method="fast"``: per-image features from one of two backends, cached per
+  image content (so the real reference set is extracted once per evaluation,
+  per-class FRDs reuse the overall extraction, and the same test split is not
+  extracted again for a second comparison); the statistics follow the
+  package's v1 pipeline step by step (``frd_from_features``).
+
+  - ``backend="batched"`` (default): ``oncosynth.metrics.radiomics``, the same
+    398 features computed for whole batches in torch (CPU processes or CUDA),
+    equal to PyRadiomics' to ~1e-11 (bench/frd_parity.py);
+  - ``backend="pyradiomics"``: the package's own per-image extraction
+    (``process_image_mask_pair`` with its v1 extractor) in a pool of
+    ``workers`` processes that each build the extractor once: the reference.
+
+  The test suite checks the paths agree.
 """
 
 from __future__ import annotations
@@ -50,6 +56,8 @@ from oncosynth.metrics.fidelity import frechet_distance
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
 MIN_IMAGES_FRD = 2
+BACKENDS = ("batched", "pyradiomics")
+DEFAULT_BACKEND = "batched"
 
 
 @dataclass
@@ -61,6 +69,7 @@ class FRDResult:
     n_b: int
     method: str
     version: str = "v1"
+    backend: str = "pyradiomics"  # who extracted the features
 
     @property
     def identical(self) -> bool:
@@ -69,7 +78,8 @@ class FRDResult:
     def to_json(self) -> dict:
         return {"frd": None if self.identical else float(self.value), "frd_identical": self.identical,
                 "frd_d2": float(self.d2), "frd_features": self.n_features, "frd_version": self.version,
-                "frd_log_form": "log(d^2)", "frd_method": self.method}
+                "frd_log_form": "log(d^2)", "frd_method": self.method,
+                "frd_backend": self.backend}
 
 
 def _frd():
@@ -129,7 +139,7 @@ def frd_package(folder_a: str | Path, folder_b: str | Path, workers: int | None 
 
 # --------------------------------------------------------------------- fast path
 _EXTRACTOR = None
-_CACHE: dict[str, np.ndarray] = {}  # sha1 of image file bytes -> feature vector
+_CACHE: dict[tuple[str, str], np.ndarray] = {}  # (backend, sha1 of image file bytes) -> feature vector
 
 
 def _init_worker() -> None:
@@ -149,12 +159,30 @@ def _content_key(path: Path) -> str:
     return hashlib.sha1(path.read_bytes()).hexdigest()
 
 
-def radiomics_features(files: Sequence[str | Path], workers: int = 1, progress: bool = False) -> np.ndarray:
-    """PyRadiomics v1 features (N×F) for image files, cached per file content in this process."""
+def check_backend(backend: str) -> str:
+    if backend not in BACKENDS:
+        raise ConfigError(f"FRD backend must be one of {', '.join(BACKENDS)}, got '{backend}'")
+    return backend
+
+
+def radiomics_features(files: Sequence[str | Path], workers: int = 1, progress: bool = False,
+                       backend: str = DEFAULT_BACKEND, device: str | None = None) -> np.ndarray:
+    """FRD v1 features (N×F) for image files, cached per (backend, file content) in this process.
+
+    ``workers``: processes for either backend (the batched one runs on
+    ``device`` instead when given, e.g. "cuda").
+    """
+    check_backend(backend)
     files = [Path(f) for f in files]
-    keys = [_content_key(f) for f in files]
+    keys = [(backend, _content_key(f)) for f in files]
     todo = sorted({k: str(f) for k, f in zip(keys, files) if k not in _CACHE}.items())
-    if todo:
+    if todo and backend == "batched":
+        from oncosynth.metrics.radiomics.images import extract_files
+
+        extracted = extract_files([p for _, p in todo], workers=workers, device=device, progress=progress)
+        for (key, _), row in zip(todo, extracted):
+            _CACHE[key] = row
+    elif todo:
         paths = [p for _, p in todo]
         if workers > 1:
             context = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
@@ -180,7 +208,8 @@ def _progress(iterable, total: int, enabled: bool):
     return tqdm(iterable, total=total, desc="radiomics", unit="img", leave=False)
 
 
-def frd_from_features(features_a: np.ndarray, features_b: np.ndarray, method: str = "fast") -> FRDResult:
+def frd_from_features(features_a: np.ndarray, features_b: np.ndarray, method: str = "fast",
+                      backend: str = DEFAULT_BACKEND) -> FRDResult:
     """The package's v1 statistics on extracted features (reference set first).
 
     Steps as in ``frd_score.calculate_feature_statistics`` for v1: drop images
@@ -207,23 +236,29 @@ def frd_from_features(features_a: np.ndarray, features_b: np.ndarray, method: st
     sigma = [np.cov(n, rowvar=False) for n in normed]
     d2 = frechet_distance(mu[0], sigma[0], mu[1], sigma[1])
     value = float(np.log(d2)) if d2 > 0 else float("-inf")
-    return FRDResult(value, max(d2, 0.0), int(keep.sum()), sets[0].shape[0], sets[1].shape[0], method)
+    return FRDResult(value, max(d2, 0.0), int(keep.sum()), sets[0].shape[0], sets[1].shape[0], method,
+                     backend=backend)
 
 
 def frd_fast(files_a: Sequence[str | Path], files_b: Sequence[str | Path], workers: int | None = None,
-             progress: bool = False) -> FRDResult:
+             progress: bool = False, backend: str = DEFAULT_BACKEND, device: str | None = None) -> FRDResult:
     workers = workers or max(1, (os.cpu_count() or 1))
-    feats_a = radiomics_features(files_a, workers, progress)
-    feats_b = radiomics_features(files_b, workers, progress)
-    return frd_from_features(feats_a, feats_b)
+    feats_a = radiomics_features(files_a, workers, progress, backend, device)
+    feats_b = radiomics_features(files_b, workers, progress, backend, device)
+    return frd_from_features(feats_a, feats_b, backend=backend)
 
 
 # ------------------------------------------------------------------ public entry
 def frd(a: str | Path | torch.Tensor, b: str | Path | torch.Tensor, method: str = "fast",
-        workers: int | None = None, progress: bool = False) -> FRDResult:
-    """FRD between two folders or two image tensors (N×C×H×W in [0, 1]); reference first."""
+        workers: int | None = None, progress: bool = False, backend: str = DEFAULT_BACKEND,
+        device: str | None = None) -> FRDResult:
+    """FRD between two folders or two image tensors (N×C×H×W in [0, 1]); reference first.
+
+    ``backend`` chooses the feature extractor of the fast path (the package path is PyRadiomics).
+    """
     if method not in ("fast", "package"):
         raise ConfigError(f"FRD method must be 'fast' or 'package', got '{method}'")
+    check_backend(backend)
     with tempfile.TemporaryDirectory(prefix="oncosynth-frd-") as tmp:
         folders = []
         for i, item in enumerate((a, b)):
@@ -237,4 +272,5 @@ def frd(a: str | Path | torch.Tensor, b: str | Path | torch.Tensor, method: str 
                 folders.append(Path(item))
         if method == "package":
             return frd_package(folders[0], folders[1], workers=workers or 1)
-        return frd_fast(image_files(folders[0]), image_files(folders[1]), workers=workers, progress=progress)
+        return frd_fast(image_files(folders[0]), image_files(folders[1]), workers=workers, progress=progress,
+                        backend=backend, device=device)

@@ -187,6 +187,8 @@ def run_cell(config: StudyConfig, prepared: Prepared, cell: Cell, folder: Path, 
     write_json(folder / MARKER, record)
     for leftover in (folder / "train_state.pt", folder / "pretrain" / "train_state.pt"):
         leftover.unlink(missing_ok=True)  # the cell is final; resume state is no longer needed
+    for leftover in [*folder.glob("ema_*.pt"), *folder.glob("pretrain/ema_*.pt")]:
+        leftover.unlink(missing_ok=True)  # EMA shadows beside the resume state (classifiers.regularise)
     return record
 
 

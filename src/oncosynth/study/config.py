@@ -22,6 +22,24 @@ Example (every key is optional unless marked)::
         synthetic: {train: {method: mcgan, steps: 2000, options: {width: 16}}, ratio: 1.0, mix: 0.5}
     fractions: [0.1, 1.0]
     seeds: [0, 1, 2]
+
+Classifier recipe (``train:``; all off by default, so the default trains as it always did):
+``normalise: none|standardise|percentile`` (per image, kept in the classifier checkpoint),
+``augmentations: {crop_scale, elastic, gamma, contrast, brightness, blur, noise, ...}``,
+``mixup``/``cutmix`` (Beta alphas) with ``mix_prob``, ``ema`` (decay; the average is what is
+selected and kept), ``tta: true`` (flip test-time augmentation), ``schedule: one-cycle``.
+Presets set several at once; explicit keys beside them win::
+
+    train: {recipe: mammo}    # 1-channel mammography patches
+    train: {recipe: histo}    # RGB histopathology patches
+
+- ``mammo``: per-image standardisation; flips, 90° turns, random resized crop (area >= 0.75),
+  no rotation/shift/zoom; gamma 0.3, contrast 0.2, brightness 0.1; blur sigma <= 1 px,
+  noise std <= 0.02; EMA 0.99; flip TTA; one-cycle LR.
+- ``histo``: the same with crop area >= 0.6, elastic 0.02 and colour gain 0.1.
+
+The default stays the old recipe: the presets are not yet shown to beat it on CBIS-DDSM
+validation (bench/RESULTS.md, "classifier recipe"). Details: ``oncosynth.classifiers.recipe``.
 """
 
 from __future__ import annotations

@@ -1,0 +1,132 @@
+"""Classifier recipe comparison on CBIS-DDSM masses, selected on validation only (issue 18).
+
+Each recipe trains one classifier on the CBIS-DDSM training split and is scored on the
+validation split (``train`` part, one process per recipe so several can share a CPU). The
+``final`` part then picks the recipe with the best validation AUROC and touches the CBIS-DDSM
+test split and BCDR-dev (another hospital) once, for that recipe and for the old default (the
+fixed reference, not a candidate that could be picked on test). BCDR-dev is never selected on.
+
+  PYTHONPATH=src .venv/bin/python bench/bench_recipe.py list
+  PYTHONPATH=src .venv/bin/python bench/bench_recipe.py train --recipe old-default --out /tmp/recipe \
+      --epochs 3 --backbone resnet10t --size 64
+  PYTHONPATH=src .venv/bin/python bench/bench_recipe.py final --out /tmp/recipe --json bench/recipe_results.json
+
+CPU minutes are the training process's own CPU time (``time.process_time``), which a busy
+machine does not inflate the way it inflates wall time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data"
+CBIS = DATA / "cbis-ddsm-masses"
+BCDR = DATA / "bcdr-external-dev"
+
+ROBUST_AUG = {"crop_scale": 0.75, "gamma": 0.3, "contrast": 0.2, "brightness": 0.1, "blur": 1.0, "noise": 0.02}
+# Each entry: TrainConfig settings on top of the study's default (the "old default").
+RECIPES: dict[str, dict] = {
+    "old-default": {},
+    "standardise": {"normalise": "standardise"},
+    "percentile": {"normalise": "percentile"},
+    "robust-aug": {"augmentations": ROBUST_AUG},
+    "flips-only": {"augmentations": {"degrees": 0, "translate": 0, "scale": 0, "brightness": 0, "contrast": 0}},
+    "mixup": {"mixup": 0.2, "cutmix": 1.0, "mix_prob": 0.5},
+    "ema+tta": {"ema": 0.9, "tta": True},
+    "one-cycle": {"schedule": "one-cycle"},
+    "mammo": {"recipe": "mammo", "ema": 0.9},  # short runs: a faster EMA than the preset's 0.99
+}
+
+
+def _split(dataset, name, size):
+    from oncosynth.data import cached_tensors
+
+    return cached_tensors(dataset if name is None else dataset.split(name), size, 1, progress=False)
+
+
+def train(recipe: str, out: Path, epochs: int, backbone: str, size: int, seed: int) -> dict:
+    from oncosynth.classifiers import TrainConfig, create_classifier, save_classifier, train_classifier
+    from oncosynth.data import load_dataset
+
+    torch.set_num_threads(1)
+    dataset = load_dataset(CBIS)
+    config = TrainConfig(epochs=epochs, **RECIPES[recipe])
+    torch.manual_seed(seed)
+    model = create_classifier(backbone, 1, len(dataset.classes), size, classes=dataset.classes)
+    positive = dataset.classes.index("malignant")
+    cpu, wall = time.process_time(), time.perf_counter()
+    result = train_classifier(model, _split(dataset, "train", size), _split(dataset, "val", size), config,
+                              seed=seed, positive=positive)
+    record = {"recipe": recipe, "settings": RECIPES[recipe], "backbone": backbone, "size": size, "epochs": epochs,
+              "seed": seed, "val_auroc": result.best_score, "best_epoch": result.best_epoch,
+              "val_history": [h["val_auroc"] for h in result.history],
+              "cpu_minutes": (time.process_time() - cpu) / 60, "wall_minutes": (time.perf_counter() - wall) / 60}
+    save_classifier(model, out / recipe / "model")
+    (out / recipe / "result.json").write_text(json.dumps(record, indent=1))
+    return record
+
+
+def final(out: Path, json_path: Path | None) -> dict:
+    from oncosynth.classifiers import load_classifier, predict_proba
+    from oncosynth.classifiers.scores import selection_score
+    from oncosynth.data import load_dataset
+
+    torch.set_num_threads(1)
+    records = [json.loads(p.read_text()) for p in sorted(out.glob("*/result.json"))]
+    if not records:
+        raise SystemExit(f"{out}: no trained recipes (run 'train' first)")
+    selected = max(records, key=lambda r: r["val_auroc"])
+    size = selected["size"]
+    cbis, bcdr = load_dataset(CBIS), load_dataset(BCDR)
+    tests = {"cbis_test": _split(cbis, "test", size), "bcdr_dev": _split(bcdr, None, size)}
+    touched = {}
+    for name in dict.fromkeys([selected["recipe"], "old-default"]):  # test data: these two only, once
+        if not (out / name / "model").is_dir():
+            continue
+        model = load_classifier(out / name / "model")
+        positive = model.classes.index("malignant")
+        touched[name] = {t: selection_score(labels.numpy(), predict_proba(model, images), positive, "auroc")
+                         for t, (images, labels) in tests.items()}
+    summary = {"selected_on_validation": selected["recipe"], "recipes": records, "test_once": touched,
+               "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    if json_path is not None:
+        json_path.write_text(json.dumps(summary, indent=1))
+    print("| recipe | val AUROC | best epoch | CPU min | CBIS test | BCDR-dev |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for r in sorted(records, key=lambda r: -r["val_auroc"]):
+        t = touched.get(r["recipe"], {})
+        cells = [f"{t[k]:.3f}" if k in t else "-" for k in ("cbis_test", "bcdr_dev")]
+        print(f"| {r['recipe']} | {r['val_auroc']:.3f} | {r['best_epoch']} | {r['cpu_minutes']:.1f} | "
+              f"{cells[0]} | {cells[1]} |")
+    return summary
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("part", choices=["list", "train", "final"])
+    parser.add_argument("--recipe", choices=list(RECIPES))
+    parser.add_argument("--out", type=Path, default=Path("/tmp/bench-recipe"))
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--backbone", default="resnet10t")
+    parser.add_argument("--size", type=int, default=64)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args()
+    if args.part == "list":
+        print("\n".join(RECIPES))
+    elif args.part == "train":
+        if args.recipe is None:
+            parser.error("train needs --recipe")
+        print(json.dumps(train(args.recipe, args.out, args.epochs, args.backbone, args.size, args.seed)))
+    else:
+        final(args.out, args.json)
+
+
+if __name__ == "__main__":
+    main()
