@@ -2,13 +2,20 @@
 
 The loop is deliberately plain: indices -> batch to device -> /255 ->
 augment -> forward/backward -> AdamW step with a warm-up + cosine schedule.
-After every epoch the validation score (AUROC or AUPRC) decides whether the
-weights are the best so far, and the whole training state is written to
-``state_dir`` so a killed run resumes from the last finished epoch.
+The budget is ``epochs`` (passes over this arm's training set) or, with
+``steps`` set, a number of optimiser steps -- the same for every arm of a
+study whatever its data size. After every epoch, or every ``eval_every``
+steps, the validation score (AUROC or AUPRC) decides whether the weights are
+the best so far (optionally stopping after ``patience`` evaluations without
+improvement), and the whole training state is written to ``state_dir`` so a
+killed run resumes from the last evaluation. Batches come from
+``oncosynth.classifiers.sampling`` (class oversampling, real/synthetic mix).
 
 DP-SGD (opacus): Poisson-sampled batches, per-sample clipping to
 ``max_grad_norm`` and noise calibrated so that the planned epochs spend the
-target epsilon at ``delta``. A trainable backbone is rebuilt for opacus'
+target epsilon at ``delta`` (over the planned epochs, or over exactly
+``steps`` noisy steps, so arms with equal steps spend equal epsilon with noise
+calibrated to each arm's sampling rate). A trainable backbone is rebuilt for opacus'
 hooks by ``Classifier.prepare_for_dp`` (GroupNorm, no in-place edits of
 hooked outputs; measured 1.6x faster than ``grad_sample_mode="ew"``); a
 frozen backbone only privatises the head.
@@ -31,6 +38,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from oncosynth.classifiers.augment import AugmentConfig, augment_batch
 from oncosynth.classifiers.model import Classifier
+from oncosynth.classifiers.sampling import BatchPlan
 from oncosynth.classifiers.scores import selection_score
 from oncosynth.parallel.distributed import SINGLE, DistContext, broadcast_parameters, check_batch, globalise_batchnorm
 from oncosynth.errors import ConfigError
@@ -65,6 +73,10 @@ class TrainConfig(RecipeOptions):  # recipe fields (normalise, mixup, ema, tta, 
     select_on: Literal["auroc", "auprc"] = "auroc"
     eval_batch_size: int = Field(256, ge=1)
     max_minutes: float | None = Field(None, gt=0, description="stop after the epoch that passes this wall time")
+    steps: int | None = Field(None, ge=1, description="optimiser steps (replaces epochs): equal budgets across arms")
+    eval_every: int | None = Field(None, ge=1, description="with steps: validate every N steps (default steps/10)")
+    warmup_steps: int | None = Field(None, ge=0, description="with steps: LR warm-up steps (default 5% of steps)")
+    patience: int | None = Field(None, ge=1, description="stop after this many evaluations without improvement")
 
 
 @dataclass
@@ -78,6 +90,11 @@ class TrainResult:
     seconds: float = 0.0
     train_images_per_second: float = 0.0
     stopped_early: str | None = None
+    best_step: int = 0
+    steps_run: int = 0
+    images_real: int = 0
+    images_synthetic: int = 0
+    budget: str = "epochs"
 
 
 # ----------------------------------------------------------- prediction ----
@@ -118,11 +135,12 @@ def train_classifier(model: Classifier, train: tuple[torch.Tensor, torch.Tensor]
                      device: torch.device | str = "cpu", positive: int = 1, dp: DPConfig | None = None,
                      state_dir: str | Path | None = None,
                      progress: Callable[[dict], None] | None = None,
-                     context: DistContext = SINGLE) -> TrainResult:
+                     context: DistContext = SINGLE, n_synthetic: int = 0, mix: float | None = None) -> TrainResult:
     """Train ``model`` in place and leave the best-validation weights in it.
 
-    ``train``/``val`` are (images uint8 N×C×H×W, labels int64). With
-    ``state_dir`` the run resumes from its last finished epoch.
+    ``train``/``val`` are (images uint8 N×C×H×W, labels int64); the last ``n_synthetic`` rows of
+    ``train`` are synthetic, and ``mix`` is their expected share of each batch (default: their
+    share of the rows). With ``state_dir`` the run resumes from its last evaluation.
 
     ``context`` (from :func:`oncosynth.parallel.distributed.init_distributed`, under torchrun): the
     model is wrapped in ``DistributedDataParallel``, ``config.batch_size`` is the global batch
@@ -142,6 +160,9 @@ def train_classifier(model: Classifier, train: tuple[torch.Tensor, torch.Tensor]
     if dp is not None and config.balance == "oversample":
         raise ConfigError("oversampling repeats records, which DP accounting does not cover; "
                           "use balance 'weighted' or 'none' with DP-SGD")
+    if dp is not None and mix is not None:
+        raise ConfigError("a synthetic mix is not combined with DP-SGD: Poisson sampling draws every record "
+                          "with the same probability (leave synthetic.mix unset)")
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     if dp is not None and not model.freeze_backbone:
@@ -159,21 +180,29 @@ def train_classifier(model: Classifier, train: tuple[torch.Tensor, torch.Tensor]
     # without DP the last partial batch is dropped; opacus' Poisson loader makes ceil(N / batch) steps
     steps_per_epoch = max(1, len(images) // config.batch_size) if dp is None else \
         math.ceil(len(images) / config.batch_size)
-    total_steps = steps_per_epoch * config.epochs
+    if config.steps is not None:  # a step budget: evaluate every eval_every steps
+        total_steps = config.steps
+        chunk = config.eval_every or max(1, math.ceil(total_steps / 10))
+        warmup_steps = config.warmup_steps if config.warmup_steps is not None else round(0.05 * total_steps)
+    else:
+        total_steps, chunk = steps_per_epoch * config.epochs, steps_per_epoch
+        warmup_steps = round(config.warmup_epochs * steps_per_epoch)
+    n_chunks = math.ceil(total_steps / chunk)
+    plan = BatchPlan(labels, config.batch_size, num_classes, n_synthetic, mix, config.balance == "oversample")
     engine, dp_loader = None, None
     if not context.active:
         step_module = model
     if dp is not None:
-        engine, step_module, optimizer, dp_loader = _make_private(model, optimizer, images, labels, config, dp)
-    warmup_steps = round(config.warmup_epochs * steps_per_epoch)
+        engine, step_module, optimizer, dp_loader = _make_private(model, optimizer, images, labels, config, dp,
+                                                                  config.steps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(  # opacus' DPOptimizer wraps the AdamW it drives
         getattr(optimizer, "original_optimizer", optimizer), lambda s: warmup_cosine(s, total_steps, warmup_steps))
     scheduler = recipe_scheduler(scheduler, optimizer, config, total_steps)  # recipe: one-cycle in its place
 
     state_path = Path(state_dir) / STATE_FILE if state_dir is not None else None
-    start_epoch, best = 0, {"score": -math.inf, "epoch": -1, "weights": None}
+    start_epoch, best = 0, {"score": -math.inf, "epoch": -1, "step": 0, "weights": None}
     history: list[dict] = []
-    train_seconds, train_images = 0.0, 0
+    train_seconds, train_images, seen_synthetic = 0.0, 0, 0
     saved = _read_state(state_path) if state_path is not None and state_path.is_file() else None
     if saved is not None:
         model.load_state_dict(saved["model"])
@@ -184,19 +213,31 @@ def train_classifier(model: Classifier, train: tuple[torch.Tensor, torch.Tensor]
         if engine is not None:
             engine.accountant.history = [tuple(h) for h in saved["accountant"]]
         start_epoch, history = saved["epoch"], saved["history"]
-        best = {"score": saved["best_score"], "epoch": saved["best_epoch"], "weights": saved["best"]}
+        best = {"score": saved["best_score"], "epoch": saved["best_epoch"], "step": saved.get("best_step", 0),
+                "weights": saved["best"]}
         train_seconds, train_images = saved["train_seconds"], saved["train_images"]
+        seen_synthetic = saved.get("seen_synthetic", 0)  # absent in states written before step budgets
+        if "plan" in saved:
+            plan.load_state_dict(saved["plan"])
 
     started = time.perf_counter()
     if ema is not None and start_epoch > 0:  # recipe: the EMA shadow of the resumed state
         ema.load(state_path.parent, start_epoch)
     stopped_early = None
-    for epoch in range(start_epoch, config.epochs):
+    dp_iter = None
+    for epoch in range(start_epoch, n_chunks):  # an "epoch" here is one evaluation period
         model.train()
         epoch_start, seen, loss_sum = time.perf_counter(), 0, 0.0
-        batches = _dp_batches(dp_loader) if dp_loader is not None else \
-            _batches(images, labels, config, generator, steps_per_epoch, num_classes)
-        for xb, yb in batches:
+        chunk_steps = min(chunk, total_steps - epoch * chunk)
+        if dp_loader is not None:
+            dp_iter = dp_iter if config.steps is not None and dp_iter is not None else _dp_batches(dp_loader)
+            batches = _take(dp_iter, dp_loader, chunk_steps) if config.steps is not None else dp_iter
+        else:
+            if config.steps is None:
+                plan.start_epoch(chunk_steps, generator)
+            batches = _plan_batches(images, labels, plan, generator, chunk_steps)
+        for xb, yb, n_syn in batches:
+            seen_synthetic += n_syn
             xb, yb = _to_float(xb, device), yb.to(device, non_blocking=True)
             if config.augment:
                 xb = augment_batch(xb, config.augmentations, generator)
@@ -229,15 +270,17 @@ def train_classifier(model: Classifier, train: tuple[torch.Tensor, torch.Tensor]
         train_seconds += epoch_seconds
         train_images += seen
 
+        step = min(total_steps, (epoch + 1) * chunk)
         probs = predict_proba(model, val[0], device, config.eval_batch_size)
         score = selection_score(val[1].numpy(), probs, positive, config.select_on)
-        record = {"epoch": epoch + 1, "loss": loss_sum / max(1, seen), "val_" + config.select_on: score,
+        record = {"epoch": epoch + 1, "step": step, "loss": loss_sum / max(1, seen),
+                  "val_" + config.select_on: score,
                   "seconds": epoch_seconds, "images_per_second": seen / max(epoch_seconds, 1e-9)}
         if engine is not None:
             record["epsilon"] = engine.get_epsilon(dp.delta)
         history.append(record)
         if not np.isnan(score) and score > best["score"]:
-            best = {"score": score, "epoch": epoch + 1,
+            best = {"score": score, "epoch": epoch + 1, "step": step,
                     "weights": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
         if ema is not None:  # recipe: back to the live weights; the shadow goes beside the resume state
             ema.swap_out(model)
@@ -245,12 +288,15 @@ def train_classifier(model: Classifier, train: tuple[torch.Tensor, torch.Tensor]
                 ema.save(state_path.parent, epoch + 1)
         if state_path is not None and context.is_main:
             _save_state(state_path, model, optimizer, scheduler, generator, engine, epoch + 1, history, best,
-                        train_seconds, train_images)
+                        train_seconds, train_images, seen_synthetic, plan)
         if progress is not None:
-            progress({"epoch": epoch + 1, "epochs": config.epochs, **record})
+            progress({"epoch": epoch + 1, "epochs": n_chunks, **record})
         if config.max_minutes is not None and time.perf_counter() - started > 60 * config.max_minutes \
-                and epoch + 1 < config.epochs:
-            stopped_early = f"time cap of {config.max_minutes} min reached after epoch {epoch + 1}"
+                and epoch + 1 < n_chunks:
+            stopped_early = f"time cap of {config.max_minutes} min reached after step {step}"
+            break
+        if config.patience is not None and epoch + 1 - best["epoch"] >= config.patience and epoch + 1 < n_chunks:
+            stopped_early = f"no validation gain in {config.patience} evaluations: stopped at step {step}"
             break
 
     if best["weights"] is not None:
@@ -261,7 +307,9 @@ def train_classifier(model: Classifier, train: tuple[torch.Tensor, torch.Tensor]
         epsilon_spent=engine.get_epsilon(dp.delta) if engine is not None else None,
         noise_multiplier=float(optimizer.noise_multiplier) if engine is not None else None,
         seconds=train_seconds, train_images_per_second=train_images / max(train_seconds, 1e-9),
-        stopped_early=stopped_early)
+        stopped_early=stopped_early, best_step=best["step"], steps_run=history[-1]["step"] if history else 0,
+        images_real=train_images - seen_synthetic, images_synthetic=seen_synthetic,
+        budget="steps" if config.steps is not None else "epochs")
 
 
 def _data_parallel(model: nn.Module, device: torch.device) -> nn.Module:
@@ -275,28 +323,34 @@ def _data_parallel(model: nn.Module, device: torch.device) -> nn.Module:
         return ddp(model, device_ids=device_ids, broadcast_buffers=False)
 
 
-def _batches(images, labels, config: TrainConfig, generator, steps: int, num_classes: int):
-    """Shuffled index batches; with oversampling, classes are drawn equally often."""
-    n = len(labels)
-    if config.balance == "oversample":
-        per_sample = class_weights(labels, num_classes)[labels]
-        order = torch.multinomial(per_sample, steps * config.batch_size, replacement=True, generator=generator)
-    else:
-        order = torch.randperm(n, generator=generator)[: steps * config.batch_size]
-    for step in range(steps):
-        index = order[step * config.batch_size : (step + 1) * config.batch_size]
-        yield images[index], labels[index]
+def _plan_batches(images, labels, plan: BatchPlan, generator, steps: int):
+    for _ in range(steps):
+        index = plan.next(generator)
+        yield images[index], labels[index], plan.count_synthetic(index)
 
 
 def _dp_batches(loader):
+    # synthetic rows are not told apart under DP (Poisson sampling over all rows); counted as real
     for xb, yb in loader:
         if len(yb) == 0:  # Poisson sampling can draw an empty batch; it still counts for privacy
             continue
-        yield xb, yb
+        yield xb, yb, 0
 
 
-def _make_private(model: Classifier, optimizer, images, labels, config: TrainConfig, dp: DPConfig):
+def _take(iterator, loader, steps: int):
+    """``steps`` noisy batches from a Poisson loader, starting a new pass when one runs out."""
+    for _ in range(steps):
+        try:
+            yield next(iterator)
+        except StopIteration:
+            iterator = _dp_batches(loader)  # noqa: PLW2901 - a fresh pass (Poisson draws are memoryless)
+            yield next(iterator)
+
+
+def _make_private(model: Classifier, optimizer, images, labels, config: TrainConfig, dp: DPConfig,
+                  steps: int | None = None):
     from opacus import PrivacyEngine
+    from opacus.accountants.utils import get_noise_multiplier
 
     dataset = torch.utils.data.TensorDataset(images, labels)
     loader = torch.utils.data.DataLoader(dataset, batch_size=config.batch_size, shuffle=False)
@@ -307,10 +361,17 @@ def _make_private(model: Classifier, optimizer, images, labels, config: TrainCon
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*Secure RNG turned off.*")
         warnings.filterwarnings("ignore", message=".*Optimal order is the largest alpha.*")
-        private_module, private_optimizer, private_loader = engine.make_private_with_epsilon(
-            module=module, optimizer=optimizer, data_loader=loader, criterion=nn.CrossEntropyLoss(),
-            target_epsilon=dp.epsilon, target_delta=dp.delta, epochs=config.epochs,
-            max_grad_norm=dp.max_grad_norm, grad_sample_mode="hooks")
+        if steps is None:
+            private_module, private_optimizer, private_loader = engine.make_private_with_epsilon(
+                module=module, optimizer=optimizer, data_loader=loader, criterion=nn.CrossEntropyLoss(),
+                target_epsilon=dp.epsilon, target_delta=dp.delta, epochs=config.epochs,
+                max_grad_norm=dp.max_grad_norm, grad_sample_mode="hooks")
+        else:  # noise for exactly `steps` draws at this arm's sampling rate
+            sigma = get_noise_multiplier(target_epsilon=dp.epsilon, target_delta=dp.delta,
+                                         sample_rate=1 / len(loader), steps=steps, accountant="rdp")
+            private_module, private_optimizer, private_loader = engine.make_private(
+                module=module, optimizer=optimizer, data_loader=loader, criterion=nn.CrossEntropyLoss(),
+                noise_multiplier=sigma, max_grad_norm=dp.max_grad_norm, grad_sample_mode="hooks")
     return engine, private_module, private_optimizer, private_loader
 
 
@@ -336,14 +397,15 @@ def _read_state(path: Path) -> dict | None:
 
 
 def _save_state(path: Path, model, optimizer, scheduler, generator, engine, epoch, history, best,
-                train_seconds, train_images) -> None:
+                train_seconds, train_images, seen_synthetic, plan) -> None:
     from oncosynth.io import atomic_write
 
     state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
              "scheduler": scheduler.state_dict(), "generator": generator.get_state(),
              "torch_rng": torch.get_rng_state(), "epoch": epoch, "history": history,
              "best": best["weights"], "best_score": float(best["score"]), "best_epoch": best["epoch"],
-             "train_seconds": train_seconds, "train_images": train_images,
+             "best_step": best["step"], "train_seconds": train_seconds, "train_images": train_images,
+             "seen_synthetic": seen_synthetic, "plan": plan.state_dict(),
              "accountant": [list(h) for h in engine.accountant.history] if engine is not None else []}
     with atomic_write(path) as handle:
         torch.save(state, handle)

@@ -38,6 +38,7 @@ from oncosynth.parallel.distributed import (SINGLE, DistContext, average_gradien
 from oncosynth.errors import ConfigError, OncosynthError
 from oncosynth.generators.base import Generator
 from oncosynth.generators.registry import latest_checkpoint
+from oncosynth.data.lineage import describe_records
 from oncosynth.generators.resume import TRAIN_STATE, cut_log, resume_newest_intact
 from oncosynth.io import atomic_write, check_output_folder, save_grid
 from oncosynth.runtime.devices import resolve_device
@@ -60,6 +61,7 @@ class TrainingData:
     classes: list[str]
     data_hash: str
     source: str = ""
+    records: list | None = None  # the Records behind the images, when read from a Dataset (for the manifest)
 
     @property
     def channels(self) -> int:
@@ -110,8 +112,9 @@ def prepare_data(data: Any, classes: list[str] | None = None, size: int | None =
         keep = torch.isin(prepared.labels, torch.tensor(old))
         remap = torch.full((len(prepared.classes),), -1, dtype=torch.long)
         remap[torch.tensor(old)] = torch.arange(len(classes))
+        records = None if prepared.records is None else [r for r, k in zip(prepared.records, keep.tolist()) if k]
         prepared = TrainingData(prepared.images[keep], remap[prepared.labels[keep]], list(classes),
-                                prepared.data_hash + ":" + ",".join(classes), prepared.source)
+                                prepared.data_hash + ":" + ",".join(classes), prepared.source, records)
     present = [c for i, c in enumerate(prepared.classes) if bool((prepared.labels == i).any())]
     if len(prepared.images) == 0:
         raise ConfigError(f"{prepared.source or 'training data'}: no images to train on")
@@ -125,7 +128,7 @@ def prepare_data(data: Any, classes: list[str] | None = None, size: int | None =
         images = convert_uint8(images, size, channels)
     if images is not prepared.images:
         prepared = TrainingData(images, prepared.labels, prepared.classes,
-                                f"{prepared.data_hash}:{images.shape[1]}x{size}", prepared.source)
+                                f"{prepared.data_hash}:{images.shape[1]}x{size}", prepared.source, prepared.records)
     return prepared
 
 
@@ -176,7 +179,7 @@ def _from_dataset(dataset: Any, size: int | None, channels: int | None) -> Train
     uids = sorted(f"{r.uid}|{r.label}" for r in dataset.records)
     digest = hashlib.sha256("\n".join(uids).encode()).hexdigest()[:16]
     return TrainingData(images, labels.long(), list(dataset.classes), f"{digest}:{channels}x{size}",
-                        str(dataset.root))
+                        str(dataset.root), list(dataset.records))
 
 
 # ---------------------------------------------------------------- the loop ----
@@ -242,6 +245,8 @@ def run_training(gen: Generator, data: Any, run_folder: str | Path, steps: int, 
     manifest = make_manifest(config["kind"], run_config, seed=seed, data_hash=prepared.data_hash,
                              data_source=prepared.source, n_train=len(prepared.images),
                              **({"leakage": leakage} if leakage else {}))
+    if prepared.records is not None:  # what it saw, by name: a study compares this with its own splits
+        manifest["training_data"] = describe_records(prepared.records)
 
     if latest is not None:
         latest = resume_newest_intact(gen, run, run_config, prepared.data_hash, device_t)

@@ -23,12 +23,15 @@ from oncosynth.classifiers import DPConfig, create_classifier, predict_proba, sa
 from oncosynth.classifiers.scores import youden_threshold
 from oncosynth.parallel.distributed import SINGLE, DistContext
 from oncosynth.parallel.executor import Resources
+from oncosynth.errors import ConfigError
 from oncosynth.io import atomic_write, set_aside, write_json
 from oncosynth.runtime.devices import resolve_device
 from oncosynth.runtime.manifest import hash_strings, make_manifest
 import oncosynth.study.stats as stats
 from oncosynth.study.config import ArmConfig, StudyConfig
 from oncosynth.study.inputs import Prepared, prepared_for
+from oncosynth.study.in_study import cell_generator_key, generator_folder, is_trained, load_in_study
+from oncosynth.study.provenance import cell_provenance, in_study_provenance
 from oncosynth.study.synthetic import synthetic_for_cell
 
 
@@ -102,9 +105,11 @@ def run_cell(config: StudyConfig, prepared: Prepared, cell: Cell, folder: Path, 
     index = torch.from_numpy(prepared.fraction_index[(cell.fraction, cell.seed)])
     real = (prepared.train_images[index], prepared.train_labels[index])
     kind = cell.arm.kind
-    synthetic = None
+    synthetic, origin = None, {}
     if cell.arm.synthetic is not None:
-        synthetic = synthetic_for_cell(prepared, cell.arm, real[1], cell.seed, data.size, data.channels)
+        generator, origin = _cell_source(config, prepared, cell, folder.parent.parent, device)
+        synthetic = synthetic_for_cell(prepared, cell.arm, real[1], cell.seed, data.size, data.channels,
+                                       generator)
 
     torch.manual_seed(cell.seed)
     model = create_classifier(config.model.backbone, data.channels, len(prepared.classes), data.size,
@@ -122,10 +127,13 @@ def run_cell(config: StudyConfig, prepared: Prepared, cell: Cell, folder: Path, 
                             "n_synthetic": int(len(synthetic[1])) if synthetic is not None else 0}
     if kind == "synthetic-pretrain+real-finetune":
         pre_config = config.train.model_copy(update={"epochs": cell.arm.pretrain_epochs})
+        if config.train.steps is not None:
+            pre_config = pre_config.model_copy(update={"steps": cell.arm.pretrain_steps or config.train.steps})
         pretrain = train_classifier(model, synthetic, prepared.val, pre_config, seed=cell.seed, device=device,
                                     positive=prepared.positive, state_dir=folder / "pretrain", progress=on_epoch,
                                     context=context)
-        info["pretrain_seconds"] = pretrain.seconds
+        info.update(pretrain_seconds=pretrain.seconds, pretrain_steps=pretrain.steps_run,
+                    pretrain_images=pretrain.images_real + pretrain.images_synthetic)
         train_set = real
     elif kind == "real+synthetic":
         train_set = (torch.cat([real[0], synthetic[0]]), torch.cat([real[1], synthetic[1]]))
@@ -133,9 +141,15 @@ def run_cell(config: StudyConfig, prepared: Prepared, cell: Cell, folder: Path, 
         train_set = synthetic
     else:
         train_set = real
+    mixed = kind == "real+synthetic"
     result = train_classifier(model, train_set, prepared.val, train_config, seed=cell.seed, device=device,
                               positive=prepared.positive, dp=dp, state_dir=folder, progress=on_epoch,
-                              context=context)
+                              context=context, n_synthetic=len(synthetic[1]) if mixed else 0,
+                              mix=cell.arm.synthetic.mix if mixed else None)
+    # images seen by the classifier, by origin (synthetic-only trains on synthetic rows only)
+    seen_synthetic = result.images_synthetic + (result.images_real if kind == "synthetic-only" else 0) \
+        + info.get("pretrain_images", 0)
+    seen_real = 0 if kind == "synthetic-only" else result.images_real
 
     val_probs = predict_proba(model, prepared.val[0], device, train_config.eval_batch_size)
     val_labels = prepared.val[1].numpy()
@@ -159,7 +173,10 @@ def run_cell(config: StudyConfig, prepared: Prepared, cell: Cell, folder: Path, 
         "train": {"best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
                   "val_score": result.best_score, "epsilon_spent": result.epsilon_spent,
                   "noise_multiplier": result.noise_multiplier, "stopped_early": result.stopped_early,
-                  "train_images_per_second": result.train_images_per_second, "history": result.history, **info},
+                  "train_images_per_second": result.train_images_per_second, "history": result.history,
+                  "budget": result.budget, "steps": result.steps_run, "best_step": result.best_step,
+                  "images_seen": {"real": seen_real, "synthetic": seen_synthetic}, **info},
+        **origin,
         "wall_seconds": time.perf_counter() - wall, "cpu_seconds": time.process_time() - cpu,
         "device": str(device),
     }
@@ -174,6 +191,22 @@ def run_cell(config: StudyConfig, prepared: Prepared, cell: Cell, folder: Path, 
         leftover.unlink(missing_ok=True)  # EMA shadows beside the resume state (classifiers.regularise)
     return record
 
+
+
+def _cell_source(config: StudyConfig, prepared: Prepared, cell: Cell, out: Path, device) -> tuple[Any, dict]:
+    """The in-study generator of this cell (None for other sources) and where its images come from."""
+    records = prepared.cell_records(cell.fraction, cell.seed, config.data.train_split)
+    if cell.arm.synthetic.train is None:
+        found = cell_provenance(prepared.synthetic[cell.arm.name]["training_data"], records,
+                                prepared.dataset.split(config.data.train_split).records,
+                                prepared.dataset.records, cell.fraction)
+        return None, {"provenance": found.to_json()}
+    key = cell_generator_key(config, prepared, cell.arm, cell.fraction, cell.seed)
+    folder = generator_folder(out, key)
+    if not is_trained(folder):
+        raise ConfigError(f"{folder}: the in-study generator of cell {cell.id} is not trained yet "
+                          "(run_study trains generators before the cells that need them)")
+    return load_in_study(folder, device), {"provenance": in_study_provenance(records).to_json(), "generator": key}
 
 
 def _write_predictions(path: Path, uids: list[str], labels: np.ndarray, probs: np.ndarray,

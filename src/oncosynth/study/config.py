@@ -7,7 +7,7 @@ Example (every key is optional unless marked)::
     external_tests:
       - {name: hospital-b, path: /data/hospital-b, split: null}
     model: {backbone: resnet18, pretrained: null, freeze_backbone: false}
-    train: {epochs: 20, batch_size: 64, lr: 0.001, balance: none, select_on: auroc}
+    train: {steps: 600, eval_every: 50, batch_size: 64, lr: 0.001, select_on: auroc}  # or epochs: 20
     dp: {epsilons: [6], delta: 0.0001, max_grad_norm: 1.0}
     arms:
       - {name: real, kind: real, dp: both}
@@ -15,7 +15,11 @@ Example (every key is optional unless marked)::
       - name: real+mcgan
         kind: real+synthetic
         dp: both
-        synthetic: {folder: ../shared/data/mcgan-synthetic-cbis-ddsm, label_from_name: true, ratio: null}
+        synthetic: {folder: ../shared/data/mcgan-synthetic-cbis-ddsm, label_from_name: true, ratio: null,
+                    manifest: peer-manifest.json}   # what that generator was trained on
+      - name: real+mcgan-in-study     # trained per (fraction, seed) on that cell's own records
+        kind: real+synthetic
+        synthetic: {train: {method: mcgan, steps: 2000, options: {width: 16}}, ratio: 1.0, mix: 0.5}
     fractions: [0.1, 1.0]
     seeds: [0, 1, 2]
 
@@ -117,10 +121,24 @@ class ModelConfig(Strict):
         return self
 
 
+class GeneratorTraining(Strict):
+    """A generator trained inside the study, per (fraction, seed), on that cell's real records."""
+
+    method: str = Field(description="a registered generator name (oncosynth.generators.list_generators)")
+    steps: int | None = Field(ge=1, description="the generator's training steps (null: a generator whose length "
+                                                "is set otherwise, e.g. SinGAN's iters per scale in 'fit')")
+    options: dict = Field(default_factory=dict, description="create_generator options, e.g. {width: 16}")
+    fit: dict = Field(default_factory=dict, description="extra fit() options, e.g. {checkpoint_every: 200}")
+
+
 class SyntheticSource(Strict):
     """Where synthetic images come from and how many of them an arm uses."""
 
     folder: Path | None = None
+    train: GeneratorTraining | None = None
+    manifest: Path | None = Field(None, description="a JSON manifest naming what the folder's generator saw")
+    mix: float | None = Field(None, ge=0, le=1, description="expected synthetic share of each batch "
+                                                            "(default: proportional to the counts)")
     format: str | None = None
     label_from_name: bool = True
     generator: Path | None = Field(None, description="a run folder for oncosynth.generators.load_generator")
@@ -131,12 +149,14 @@ class SyntheticSource(Strict):
 
     @model_validator(mode="after")
     def _one_source(self) -> "SyntheticSource":
-        if (self.folder is None) == (self.generator is None):
-            raise ValueError("give exactly one of 'folder' or 'generator'")
+        if sum(x is not None for x in (self.folder, self.generator, self.train)) != 1:
+            raise ValueError("give exactly one of 'folder', 'generator' or 'train'")
         if self.count is not None and self.ratio is not None:
             raise ValueError("give at most one of 'count' or 'ratio'")
-        if self.generator is not None and self.count is None and self.ratio is None and not self.balance:
+        if self.folder is None and self.count is None and self.ratio is None and not self.balance:
             raise ValueError("a generator needs 'count', 'ratio' or 'balance: true' (it can make any number)")
+        if self.manifest is not None and self.train is not None:
+            raise ValueError("an in-study generator's training data are known; 'manifest' is for a folder or generator")
         return self
 
 
@@ -146,6 +166,7 @@ class ArmConfig(Strict):
     synthetic: SyntheticSource | None = None
     dp: Literal["off", "on", "both"] = Field("off", description="on: only DP cells; both: with and without DP")
     pretrain_epochs: int = Field(5, ge=1, description="synthetic-pretrain+real-finetune: epochs on synthetic data")
+    pretrain_steps: int | None = Field(None, ge=1, description="the same in optimiser steps (with train.steps)")
 
     @model_validator(mode="after")
     def _needs_synthetic(self) -> "ArmConfig":
@@ -156,6 +177,12 @@ class ArmConfig(Strict):
             raise ValueError(f"arm '{self.name}' of kind '{self.kind}' does not use 'synthetic'")
         if self.kind == "real+oversample" and self.dp != "off":
             raise ValueError("real+oversample repeats records, which DP-SGD accounting does not cover")
+        if self.synthetic is not None and self.synthetic.mix is not None:
+            if self.kind != "real+synthetic":
+                raise ValueError(f"arm '{self.name}': 'mix' sets the synthetic share of real+synthetic batches")
+            if self.dp != "off":
+                raise ValueError(f"arm '{self.name}': 'mix' cannot be used with DP (Poisson sampling draws "
+                                 "every record alike)")
         return self
 
 
@@ -229,6 +256,7 @@ def parse_config(raw: dict, base: str | Path = ".", source: str = "study config"
         if arm.synthetic is not None:
             arm.synthetic.folder = _resolve(arm.synthetic.folder, base)
             arm.synthetic.generator = _resolve(arm.synthetic.generator, base)
+            arm.synthetic.manifest = _resolve(arm.synthetic.manifest, base)
     if config.model.pretrained not in (None, "timm"):
         config.model.pretrained = str(_resolve(Path(config.model.pretrained), base))
     return config

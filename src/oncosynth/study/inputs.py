@@ -21,6 +21,7 @@ from oncosynth.data.splits import guard_leakage
 from oncosynth.errors import ConfigError, DataError
 from oncosynth.runtime.manifest import hash_strings
 from oncosynth.study.config import ArmConfig, StudyConfig
+from oncosynth.study.provenance import check_held_out, source_training_data
 
 MAIN_TEST = "test"
 
@@ -42,6 +43,11 @@ class Prepared:
     synthetic: dict[str, Any] = field(default_factory=dict)  # arm name -> (images, labels) or generator
     data_hash: str = ""
     leakage: list[dict] = field(default_factory=list)  # patients in two splits, when data.allow_leakage
+
+    def cell_records(self, fraction: float, seed: int, train_split: str) -> list:
+        """The real training Records of the cell at (fraction, seed), in tensor order."""
+        train = self.dataset.split(train_split).records
+        return [train[i] for i in self.fraction_index[(fraction, seed)]]
 
 
 
@@ -109,11 +115,21 @@ def prepare(config: StudyConfig, progress: bool = True) -> Prepared:
             external = external.split(test.split)
         tests_raw[test.name] = _with_classes(external, classes, f"external test set '{test.name}' ({test.path})")
 
-    # Synthetic sources: parse labels and check classes now, load pixels too.
+    # Synthetic sources: parse labels and check classes now, load pixels too; refuse a generator
+    # that saw held-out images, and keep what each one saw for the per-cell leak flag.
+    held_out = {data.val_split: dataset.split(data.val_split).records,
+                data.test_split: dataset.split(data.test_split).records,
+                **{name: d.records for name, d in tests_raw.items() if name != MAIN_TEST}}
     synthetic = {}
     for arm in config.arms:
         if arm.synthetic is not None:
             synthetic[arm.name] = _prepare_synthetic(arm, classes, data.size, data.channels, progress)
+            if arm.synthetic.train is None:
+                seen = source_training_data(arm.synthetic.folder, arm.synthetic.manifest,
+                                            getattr(synthetic[arm.name].get("generator"), "manifest", None))
+                check_held_out(seen, dataset.records, held_out, f"arm '{arm.name}'",
+                               same_patients=(data.val_split, data.test_split))
+                synthetic[arm.name]["training_data"] = seen
 
     size, channels = data.size, data.channels
     train_images, train_labels = cached_tensors(train, size, channels, progress=progress)
@@ -133,6 +149,11 @@ def _prepare_synthetic(arm: ArmConfig, classes: list[str], size: int, channels: 
     for name in source.classes or []:
         if name not in classes:
             raise ConfigError(f"arm '{arm.name}': synthetic class '{name}' is not a class of the data set {classes}")
+    if source.train is not None:  # trained per cell later; check the method and its options now
+        from oncosynth.generators import create_generator
+
+        create_generator(source.train.method, **source.train.options)
+        return {"train": source.train}
     if source.generator is not None:
         from oncosynth.generators import load_generator
 

@@ -1,9 +1,11 @@
 """The study page (``report.html``): one self-contained page a person reads in a browser.
 
 Sections: what was run; per test set the table (mean ± std over seeds, 95%
-bootstrap interval, paired ΔAUROC vs `real`), ROC curves per arm, AUROC
-against the data fraction; real and synthetic samples per arm; per-cell
-details.
+bootstrap interval with seeds and test cases resampled as the headline, paired
+ΔAUROC vs `real` with Holm-adjusted p, per-seed deltas), each arm's budget
+(steps, images seen) and the provenance of its synthetic images with the leak
+flag, ROC curves per arm, AUROC against the data fraction; real and synthetic
+samples per arm; per-cell details.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from oncosynth.pretrain.loop import initialisation_of  # noqa: E402
 from oncosynth.report.html import block, figure, image_grid, page, paragraph, section, table  # noqa: E402
 from oncosynth.study.cells import read_predictions  # noqa: E402
 from oncosynth.study.config import ARM_KINDS, StudyConfig  # noqa: E402
+from oncosynth.study.in_study import cell_generator_key, generator_folder, load_in_study  # noqa: E402
 from oncosynth.study.inputs import Prepared  # noqa: E402
 from oncosynth.study.synthetic import synthetic_for_cell  # noqa: E402
 
@@ -48,14 +51,22 @@ def _table_rows(rows: list[dict], classes: list[str]) -> list[dict[str, Any]]:
             r = {k: (None if k.endswith("_std") else v) for k, v in r.items()}
         item: dict[str, Any] = {
             "arm": r["variant"], "fraction": f"{r['fraction']:g}", "seeds": r["seeds"],
-            "AUROC mean ± std [95% CI]": _fmt(r["auroc_mean"], r["auroc_std"], r["auroc_low"], r["auroc_high"]),
-            "AUPRC mean ± std [95% CI]": _fmt(r["auprc_mean"], r["auprc_std"], r["auprc_low"], r["auprc_high"]),
+            "AUROC mean ± std [95% CI]": _fmt(r["auroc_mean"], r["auroc_std"], r.get("auroc_low_hier"),
+                                              r.get("auroc_high_hier")),
+            "AUPRC mean ± std [95% CI]": _fmt(r["auprc_mean"], r["auprc_std"], r.get("auprc_low_hier"),
+                                              r.get("auprc_high_hier")),
+            "AUROC CI, cases only": _fmt(None) if r["auroc_low"] is None else f"[{r['auroc_low']:.3f}, {r['auroc_high']:.3f}]",
         }
         if "delta_auroc" in r:
-            item["ΔAUROC vs " + r["reference"]] = (f"{r['delta_auroc']:+.3f} [{r['delta_low']:+.3f}, "
-                                                  f"{r['delta_high']:+.3f}] p={r['p_value']:.3f}")
+            item["ΔAUROC vs " + r["reference"]] = (f"{r['delta_auroc']:+.3f} [{r['delta_low_hier']:+.3f}, "
+                                                  f"{r['delta_high_hier']:+.3f}] p={r['p_hier']:.3f}, "
+                                                  f"Holm p={'–' if r.get('p_holm') is None else format(r['p_holm'], '.3f')}")
+            item["Δ cases only"] = f"[{r['delta_low']:+.3f}, {r['delta_high']:+.3f}] p={r['p_value']:.3f}"
+            item["Δ per seed"] = ", ".join(f"s{s} {d:+.3f}" for s, d in r["per_seed_delta"].items())
         else:
             item["ΔAUROC vs real"] = "reference" if r["kind"] == "real" else "–"
+            item["Δ cases only"] = item["Δ per seed"] = "–"
+        item.update(_budget_cells(r))
         for metric, label in (("accuracy", "acc"), ("balanced_accuracy", "bal. acc"),
                               ("sensitivity", "sens"), ("specificity", "spec"), ("f1", "F1")):
             item[label] = _fmt(r[f"{metric}_mean"], r[f"{metric}_std"])
@@ -71,8 +82,39 @@ def _table_rows(rows: list[dict], classes: list[str]) -> list[dict[str, Any]]:
         value = item.pop(keys[0])
         item["ΔAUROC vs real [95% CI], p"] = value
     order = ["arm", "fraction", "seeds", "AUROC mean ± std [95% CI]", "ΔAUROC vs real [95% CI], p",
-             "AUPRC mean ± std [95% CI]"]
+             "Δ per seed", "steps", "images seen (real / synthetic)", "synthetic images from", "leak flag",
+             "AUPRC mean ± std [95% CI]", "AUROC CI, cases only", "Δ cases only"]
     return [{k: item[k] for k in order + [k for k in item if k not in order]} for item in out]
+
+
+def _budget_cells(r: dict) -> dict[str, str]:
+    """The row's budget and the origin of its synthetic images, for the results table."""
+    if r.get("steps") is None:
+        steps, seen = "–", "–"
+    else:
+        steps = f"{r['steps']:.0f} (best {r['best_step']:.0f})"
+        ratio = r.get("steps_vs_reference")
+        if ratio is not None and abs(ratio - 1) > 1e-9:
+            steps += f" — {ratio:.2f}× the reference's steps"
+        seen = f"{r['images_real']:.0f} / {r['images_synthetic']:.0f}"
+    return {"steps": steps, "images seen (real / synthetic)": seen,
+            "synthetic images from": r.get("provenance") or "–", "leak flag": r.get("leak_flag") or "–"}
+
+
+def _budget_note(config: StudyConfig, rows: list[dict]) -> str:
+    """One sentence on whether the arms had equal optimiser steps."""
+    unequal = [r for r in rows if r.get("steps_vs_reference") is not None and abs(r["steps_vs_reference"] - 1) > 1e-9]
+    if config.train.steps is not None and not unequal:
+        return f"Every arm trained for the same {config.train.steps} optimiser steps (validation every " \
+               f"{config.train.eval_every or 'tenth of the'} steps selects the checkpoint)."
+    if not unequal:
+        return f"Budget: {config.train.epochs} epochs per arm."
+    worst = max(unequal, key=lambda r: max(r["steps_vs_reference"], 1 / r["steps_vs_reference"]))
+    return (f"Budgets differ: {config.train.epochs if config.train.steps is None else config.train.steps} "
+            f"{'epochs' if config.train.steps is None else 'steps'} per arm gives arms different numbers of "
+            f"optimiser steps (up to {worst['steps_vs_reference']:.2f}× the reference's, '{worst['variant']}' "
+            f"at fraction {worst['fraction']:g}); a gain may then measure training length, not data. "
+            "Set train.steps for equal budgets.")
 
 
 def _roc_figure(test: str, records: list[dict], out: Path, classes: list[str], positive: int,
@@ -133,7 +175,7 @@ def _fraction_figure(test: str, rows: list[dict]) -> str:
     return figure(fig, caption="error bars: standard deviation over seeds")
 
 
-def _samples(config: StudyConfig, prepared: Prepared) -> list[str]:
+def _samples(config: StudyConfig, prepared: Prepared, out: Path) -> list[str]:
     n = config.report_samples
     if n == 0:
         return []
@@ -147,14 +189,26 @@ def _samples(config: StudyConfig, prepared: Prepared) -> list[str]:
     for arm in config.arms:
         rows = [paragraph(f"Trains on {ARM_KINDS[arm.kind].trains_on}.", "muted")]
         if arm.synthetic is not None:
+            generator = None
+            if arm.synthetic.train is not None:  # the in-study generator of that cell
+                key = cell_generator_key(config, prepared, arm, max(config.fractions), config.seeds[0])
+                generator = load_in_study(generator_folder(out, key))
             images, labels = synthetic_for_cell(prepared, arm, real_labels, config.seeds[0],
-                                                config.data.size, config.data.channels)
+                                                config.data.size, config.data.channels, generator)
             for c, name in enumerate(prepared.classes):
                 picked = images[labels == c][:n]
                 rows.append(image_grid(picked.float() / 255, nrow=n, caption=f"synthetic · {name}")
                             if len(picked) else paragraph(f"no synthetic {name} images in this arm", "muted"))
         parts.append(section(f"{arm.name}", block(*rows), level=3))
     return parts
+
+
+def _length(config: StudyConfig) -> str:
+    train = config.train
+    if train.steps is None:
+        return f"{train.epochs} epochs"
+    return f"{train.steps} optimiser steps" + (f" (early stop after {train.patience} evaluations without gain)"
+                                                if train.patience else "")
 
 
 def write_report(path: Path, config: StudyConfig, prepared: Prepared, records: list[dict],
@@ -167,16 +221,21 @@ def write_report(path: Path, config: StudyConfig, prepared: Prepared, records: l
                   f"classes {classes}, positive class '{classes[positive]}'. Model: {config.model.backbone}"
                   f", initialised from {initialisation_of(config.model.pretrained)}"
                   f"{', frozen backbone' if config.model.freeze_backbone else ''}. "
-                  f"Training: {config.train.epochs} epochs, batch {config.train.batch_size}, lr {config.train.lr}, "
+                  f"Training: {_length(config)}, batch {config.train.batch_size}, lr {config.train.lr}, "
                   f"selection on validation {config.train.select_on.upper()}."),
         paragraph(f"{len(records)} cell{'s' if len(records) != 1 else ''}: arms {[a.name for a in config.arms]} × fractions {config.fractions} × "
                   f"seeds {config.seeds}" + (f" × DP ε {config.dp.epsilons} (δ={config.dp.delta:g}, "
                                                f"clip {config.dp.max_grad_norm:g})" if dp_used else "") + "."),
+        paragraph(_budget_note(config, rows)),
         paragraph("Numbers are mean ± standard deviation over seeds; brackets hold the 95% bootstrap interval of "
-                  "the seed-averaged value (test cases resampled, "
-                  f"{config.bootstrap} resamples). ΔAUROC is paired against the `real` arm at the same fraction and "
-                  "privacy budget, on the same resampled cases; p is the two-sided bootstrap p-value. Threshold "
-                  "metrics use the threshold maximising Youden's J on the validation split.", "muted"),
+                  "the seed-averaged value, resampling the training seeds and then the test cases "
+                  f"({config.bootstrap} resamples). It is wider than the cases-only interval (also shown) when seeds "
+                  "disagree, because it also counts how much the result changes when the same arm is trained "
+                  "again with another seed. "
+                  "ΔAUROC is paired against the `real` arm at the same fraction and privacy budget (seed with "
+                  "seed, on the same resampled cases); p is the two-sided bootstrap p-value and Holm p adjusts it "
+                  "for the number of arms compared with `real`. Threshold metrics use the threshold maximising "
+                  "Youden's J on the validation split.", "muted"),
     ]
     if prepared.leakage:
         shown = ", ".join(f"{l['patient']} ({'/'.join(l['splits'])})" for l in prepared.leakage[:20])
@@ -193,10 +252,14 @@ def write_report(path: Path, config: StudyConfig, prepared: Prepared, records: l
                             _fraction_figure(test, rows)))
     body.append(section("Samples per arm", paragraph(
         f"First {config.report_samples} training images per class at fraction {max(fractions):g}, seed "
-        f"{config.seeds[0]}, and the synthetic images that arm adds.", "muted"), *_samples(config, prepared)))
+        f"{config.seeds[0]}, and the synthetic images that arm adds.", "muted"), *_samples(config, prepared, out)))
     cell_rows = [{"cell": r["cell"], "AUROC (test)": round(r["metrics"]["test"]["auroc"], 4),
-                  "threshold": round(r["threshold"], 4), "best epoch": r["train"]["best_epoch"],
-                  "epochs": r["train"]["epochs_run"], "n real": r["train"]["n_real"],
+                  "threshold": round(r["threshold"], 4), "best evaluation": r["train"]["best_epoch"],
+                  "evaluations": r["train"]["epochs_run"], "steps": r["train"].get("steps", "–"),
+                  "best step": r["train"].get("best_step", "–"),
+                  "seen real / synthetic": "/".join(str(v) for v in r["train"].get("images_seen", {}).values()) or "–",
+                  "leak flag": (r.get("provenance") or {}).get("flag") or "–",
+                  "n real": r["train"]["n_real"],
                   "n synthetic": r["train"]["n_synthetic"],
                   "ε spent": "–" if r["train"]["epsilon_spent"] is None else round(r["train"]["epsilon_spent"], 3),
                   "img/s": round(r["train"]["train_images_per_second"], 1),

@@ -3,7 +3,9 @@
 Each unfinished cell is one unit of work (:func:`~oncosynth.study.cells.cell_unit`) handed to
 an executor (``oncosynth.parallel.executor``): in this process by default, or a local process pool, or
 Ray tasks on a cluster. The output folder is the only thing cells share, so a study can be
-resumed under another executor.
+resumed under another executor. In-study generators (``synthetic.train``) are units too, run
+before the cells (:func:`~oncosynth.study.in_study.generator_unit`); the cells load them from
+``out/generators/``.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from oncosynth.runtime.manifest import make_manifest
 from oncosynth.study.aggregate import aggregate, write_csv
 from oncosynth.study.cells import MARKER, Cell, cell_fingerprint, cell_resources, cell_unit, plan_cells, read_marker
 from oncosynth.study.config import StudyConfig, load_config
+from oncosynth.study.in_study import generator_folder, generator_unit, is_trained, plan_generators
 from oncosynth.study.inputs import keep_prepared, prepare
 from oncosynth.study.page import write_report
 
@@ -97,6 +100,8 @@ def run_study(config: StudyConfig | str | Path, out: str | Path = "study-out", d
             write_json(out / "config.json", config.model_dump(mode="json"))
         if inline:
             keep_prepared(config, prepared)  # the cells reuse what was just loaded
+        if context.is_main:  # in-study generators first: the cells that use them load them from out/
+            _train_generators(config, prepared, out, device, executor, inline, threads_per_cell, progress)
         failures = _run_cells(config, units, cells, records, executor, progress)
     finally:
         if own_executor:
@@ -150,6 +155,35 @@ def _cell_units(config: StudyConfig, todo: list[Cell], out: Path, device: torch.
                           cell_resources(device, threads, gpus)))
     return units
 
+
+
+def _train_generators(config: StudyConfig, prepared, out: Path, device: torch.device, executor: Executor,
+                      inline: bool, threads: int, progress: bool) -> None:
+    """Train every in-study generator that is not finished yet, each as one unit of the executor."""
+    jobs = plan_generators(config, prepared)
+    todo = {key: job for key, job in jobs.items() if not is_trained(generator_folder(out, key))}
+    if not todo:
+        return
+    # a remote worker sees only the GPU(s) Ray gave it, as cuda:0
+    unit_device = "cuda" if device.type == "cuda" and not isinstance(executor, LocalExecutor) else str(device)
+    units = []
+    for key, (arm, fraction, seed) in todo.items():
+        kwargs: dict[str, Any] = {} if inline else {"threads": threads,
+                                                    "cache_dir": os.environ.get("ONCOSYNTH_CACHE")}
+        units.append(Unit(f"generator:{key}", generator_unit, (config, arm, fraction, seed, str(out),
+                                                                unit_device), kwargs,
+                          cell_resources(device, threads)))
+    bar = tqdm(total=len(jobs), initial=len(jobs) - len(units), desc="in-study generators", unit="generator",
+               disable=not progress)
+    failures = []
+    for outcome in executor.run(units):
+        bar.update(1)
+        if not outcome.ok:
+            failures.append(f"{outcome.key}: {outcome.error}")
+    bar.close()
+    if failures:
+        raise WorkFailed(f"{len(failures)} of {len(jobs)} in-study generators failed ({'; '.join(failures)}); "
+                         f"the finished ones are kept in {out / 'generators'}; run the same command again")
 
 
 def _run_cells(config: StudyConfig, units: list[Unit], cells: list[Cell], records: dict[str, dict],

@@ -6,6 +6,10 @@ each resample: the interval describes the seed-averaged number a reader
 sees in the table. The p-value of a paired difference is the two-sided
 bootstrap p: twice the smaller tail share of resampled differences at or
 beyond zero.
+
+The hierarchical versions (below) resample the seeds as well, so training
+randomness enters the interval and p-value; Holm's adjustment controls the
+family-wise error over the arms compared with one reference.
 """
 
 from __future__ import annotations
@@ -86,7 +90,74 @@ def paired_difference(labels: np.ndarray, arm_probs: list[np.ndarray], reference
     arm = np.mean([resampled_auroc(labels, p, positive, index) for p in arm_probs], axis=0)
     ref = np.mean([resampled_auroc(labels, p, positive, index) for p in reference_probs], axis=0)
     diff = arm - ref
+    low, high = interval(diff[~np.isnan(diff)])
+    return {"delta_auroc": point, "delta_low": low, "delta_high": high, "p_value": two_sided_p(diff)}
+
+
+# ------------------------------------------------ seeds as a random factor ----
+# Seeds and test cases are crossed (every seed's classifier scores the same
+# cases), so one hierarchical resample draws S seeds with replacement and one
+# set of n cases, and averages the metric of the drawn seeds on those cases.
+# Variation between seeds then widens the interval, which the case-only
+# bootstrap above cannot show.
+
+def seed_draws(n_seeds: int, resamples: int, seed: int = 1) -> np.ndarray:
+    """resamples × n_seeds positions into the seed list, drawn with replacement."""
+    return np.random.default_rng(seed).integers(0, n_seeds, size=(resamples, n_seeds))
+
+
+def _per_seed_samples(labels: np.ndarray, probs_per_seed: list[np.ndarray], positive: int,
+                      index: np.ndarray, metric: str) -> np.ndarray:
+    """seeds × resamples matrix of the metric on each case resample."""
+    fn = resampled_auroc if metric == "auroc" else resampled_auprc
+    return np.stack([fn(labels, p, positive, index) for p in probs_per_seed])
+
+
+def _hierarchical(per_seed: np.ndarray, seed_index: np.ndarray) -> np.ndarray:
+    """Mean over the drawn seeds, resample by resample: per_seed is S×B, seed_index B×S."""
+    columns = np.arange(per_seed.shape[1])[:, None]
+    return np.nanmean(per_seed[seed_index, columns], axis=1)
+
+
+def hierarchical_interval(labels: np.ndarray, probs_per_seed: list[np.ndarray], positive: int,
+                          index: np.ndarray, seed_index: np.ndarray, metric: str = "auroc") -> tuple[float, float]:
+    """95% interval of the seed-averaged AUROC/AUPRC, resampling seeds and then test cases."""
+    return interval(_hierarchical(_per_seed_samples(labels, probs_per_seed, positive, index, metric), seed_index))
+
+
+def two_sided_p(diff: np.ndarray) -> float:
+    """Bootstrap p of 'no difference': twice the smaller share of resamples at or beyond zero."""
     diff = diff[~np.isnan(diff)]
-    low, high = interval(diff)
-    p_value = min(1.0, 2 * min(np.mean(diff <= 0), np.mean(diff >= 0)))
-    return {"delta_auroc": point, "delta_low": low, "delta_high": high, "p_value": float(p_value)}
+    if len(diff) == 0:
+        return float("nan")
+    return float(min(1.0, 2 * min(np.mean(diff <= 0), np.mean(diff >= 0))))
+
+
+def hierarchical_difference(labels: np.ndarray, arm_probs: list[np.ndarray], reference_probs: list[np.ndarray],
+                            positive: int, index: np.ndarray, seed_index: np.ndarray) -> dict[str, float]:
+    """Paired ΔAUROC with seeds as a random factor: seed s of the arm is paired with seed s of the
+    reference (same data fraction, same initialisation seed), both on the same resampled cases."""
+    arm = _per_seed_samples(labels, arm_probs, positive, index, "auroc")
+    ref = _per_seed_samples(labels, reference_probs, positive, index, "auroc")
+    diff = _hierarchical(arm - ref, seed_index)
+    low, high = interval(diff[~np.isnan(diff)])
+    return {"delta_low_hier": low, "delta_high_hier": high, "p_hier": two_sided_p(diff)}
+
+
+def per_seed_delta(labels: np.ndarray, arm_by_seed: dict[int, np.ndarray], reference_by_seed: dict[int, np.ndarray],
+                   positive: int) -> dict[str, float]:
+    """ΔAUROC of each seed the two arms share, keyed by the seed (as text, for JSON)."""
+    return {str(s): headline_auroc(labels, arm_by_seed[s], positive) - headline_auroc(labels, reference_by_seed[s], positive)
+            for s in sorted(set(arm_by_seed) & set(reference_by_seed))}
+
+
+def holm(p_values: list[float | None]) -> list[float | None]:
+    """Holm's step-down adjustment of a family of p-values (None/NaN entries are left out and kept)."""
+    present = [i for i, p in enumerate(p_values) if p is not None and not np.isnan(p)]
+    adjusted: list[float | None] = list(p_values)
+    running = 0.0
+    m = len(present)
+    for rank, i in enumerate(sorted(present, key=lambda i: p_values[i])):
+        running = max(running, min(1.0, (m - rank) * float(p_values[i])))
+        adjusted[i] = running
+    return adjusted

@@ -34,17 +34,20 @@ def synthetic_counts(source: SyntheticSource, real_counts: np.ndarray, classes: 
 
 
 def synthetic_for_cell(prepared: Prepared, arm: ArmConfig, real_labels: torch.Tensor, seed: int,
-                       size: int, channels: int) -> tuple[torch.Tensor, torch.Tensor]:
+                       size: int, channels: int, generator=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The cell's synthetic images: drawn from the arm's folder, or sampled from its generator (a loaded
+    one, or ``generator``: the cell's in-study generator)."""
     source, store = arm.synthetic, prepared.synthetic[arm.name]
+    generator = generator if generator is not None else store.get("generator")
     k = len(prepared.classes)
     real_counts = np.bincount(real_labels.numpy(), minlength=k)
     rng = np.random.default_rng(seed)
-    if "generator" in store:
+    if generator is not None:
         counts = synthetic_counts(source, real_counts, prepared.classes, None)
         images, labels = [], []
         for index, n in enumerate(counts):
             if n > 0:
-                made = store["generator"].sample(int(n), prepared.classes[index], seed=seed * 1_000_003)
+                made = generator.sample(int(n), prepared.classes[index], seed=seed * 1_000_003)
                 images.append(_to_uint8(made, size, channels))
                 labels.append(torch.full((int(n),), index, dtype=torch.int64))
         if not images:
