@@ -12,12 +12,7 @@ from oncosynth.errors import ConfigError
 CLASSES = ["benign", "malignant"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def squares(n: int, seed: int, size: int = 16) -> tuple[torch.Tensor, torch.Tensor]:

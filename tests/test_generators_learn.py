@@ -29,12 +29,7 @@ GANS = {  # method -> (tiny settings, steps)
 }
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def dark_benign_bright_malignant(n: int = 32, size: int = 32):

@@ -21,12 +21,7 @@ CLASSES = ["benign", "malignant"]
 OFF = dict(flips=False, rot90=False, degrees=0, translate=0, scale=0, brightness=0, contrast=0, colour=0)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def squares(n: int, seed: int, size: int = 16) -> tuple[torch.Tensor, torch.Tensor]:

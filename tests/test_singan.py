@@ -23,12 +23,7 @@ from oncosynth.metrics.sifid import evaluate_sifid, sifid, sifid_matrix, sifid_s
 TINY = {"iters": 3, "filters": 8, "min_size": 14, "max_size": 32, "sifid_samples": 2}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def texture(seed: int, size: int = 24, channels: int = 1) -> np.ndarray:
