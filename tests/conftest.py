@@ -36,3 +36,9 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture
+def own_cache(tmp_path, monkeypatch):
+    """A decoded-tensor cache of the test's own, so no test reads another's cached tensors."""
+    monkeypatch.setenv("ONCOSYNTH_CACHE", str(tmp_path / "cache"))

@@ -26,13 +26,7 @@ from oncosynth.cli import app
 ENTRY = "from oncosynth.cli import main; main()"
 
 
-@pytest.fixture(autouse=True)
-def one_thread(tmp_path, monkeypatch):
-    monkeypatch.setenv("ONCOSYNTH_CACHE", str(tmp_path / "cache"))
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread", "own_cache")
 
 
 def _images(root: Path, per_class: int, classes=("benign", "malignant")) -> Path:

@@ -11,7 +11,6 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 import yaml
 
 from oncosynth.data import load_dataset
@@ -21,13 +20,7 @@ from oncosynth.errors import DataError
 SIZE = 32
 
 
-@pytest.fixture(autouse=True)
-def one_thread(tmp_path, monkeypatch):
-    monkeypatch.setenv("ONCOSYNTH_CACHE", str(tmp_path / "cache"))
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread", "own_cache")
 
 
 @pytest.fixture(scope="module")

@@ -32,13 +32,7 @@ SIZE = 32
 
 
 
-@pytest.fixture(autouse=True)
-def one_thread(tmp_path, monkeypatch):
-    monkeypatch.setenv("ONCOSYNTH_CACHE", str(tmp_path / "cache"))
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread", "own_cache")
 
 
 def _write_set(folder: Path, n: int, seed: int, swap: bool = False, flat: bool = False) -> None:
