@@ -100,3 +100,27 @@ def test_damaged_finished_singan_member_is_set_aside_and_trained_again(one_image
     assert [p.name for p in _aside(run)] and _aside(run)[0].name.endswith("group.json")
     assert json.loads((run / "group.json").read_text())["class"] == "malignant"  # written again
     assert "member-00" in caplog.text and "group.json" in caplog.text
+
+
+# ----------------------------------------------------------------- tensor cache ----
+@pytest.mark.parametrize("file, how", [(".u8", "truncate"), (".u8", "flip"), (".json", "truncate")])
+def test_damaged_tensor_cache_is_a_miss_set_aside_and_rebuilt(tmp_path, caplog, file, how):
+    from oncosynth.data import cached_tensors, load_dataset
+    from oncosynth.data import cache
+
+    for i in range(4):
+        (tmp_path / "data" / "ab"[i % 2]).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(_texture(i, 16)).save(tmp_path / "data" / "ab"[i % 2] / f"x{i}.png")
+    dataset, folder = load_dataset(tmp_path / "data"), tmp_path / "cache"
+    images, labels = cached_tensors(dataset, cache_dir=folder, progress=False)
+    images = images.clone()
+    (damaged,) = folder.glob(f"*{file}")
+    _damage(damaged, how)
+    cache._VERIFIED.clear()  # as a new process finds it
+
+    with caplog.at_level(logging.WARNING, logger="oncosynth"):
+        again, again_labels = cached_tensors(dataset, cache_dir=folder, progress=False)
+    assert torch.equal(again, images) and torch.equal(again_labels, labels)
+    (aside,) = _aside(folder)
+    assert aside.name.endswith(damaged.name) and damaged.is_file()  # kept beside the rebuilt entry
+    assert damaged.name in caplog.text and "rebuilt" in caplog.text
