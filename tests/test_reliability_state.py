@@ -124,3 +124,33 @@ def test_damaged_tensor_cache_is_a_miss_set_aside_and_rebuilt(tmp_path, caplog, 
     (aside,) = _aside(folder)
     assert aside.name.endswith(damaged.name) and damaged.is_file()  # kept beside the rebuilt entry
     assert damaged.name in caplog.text and "rebuilt" in caplog.text
+
+
+# ------------------------------------------------------------- classifier EMA ----
+def test_damaged_ema_weights_set_the_resume_state_aside_and_training_restarts(tmp_path, caplog):
+    from oncosynth.classifiers import TrainConfig, create_classifier, train_classifier
+
+    g = torch.Generator().manual_seed(0)
+    labels = torch.arange(32) % 2
+    images = (torch.rand(32, 1, 16, 16, generator=g) * 255).to(torch.uint8)
+    config = TrainConfig(epochs=2, batch_size=16, lr=3e-3, ema=0.9)
+    torch.manual_seed(0)
+    initial = create_classifier("resnet10t", 1, 2, 16, classes=["a", "b"]).state_dict()
+
+    def fresh():
+        model = create_classifier("resnet10t", 1, 2, 16, classes=["a", "b"])
+        model.load_state_dict(initial)
+        return model
+
+    state_dir = tmp_path / "cell"
+    first = train_classifier(fresh(), (images, labels), (images[:16], labels[:16]), config, seed=3,
+                             state_dir=state_dir)
+    _damage(state_dir / "ema_2.pt", "truncate")
+    with caplog.at_level(logging.WARNING, logger="oncosynth"):
+        again = train_classifier(fresh(), (images, labels), (images[:16], labels[:16]), config, seed=3,
+                                 state_dir=state_dir)
+    assert [h["epoch"] for h in again.history] == [1, 2]  # restarted from the first epoch
+    assert [h["loss"] for h in again.history] == pytest.approx([h["loss"] for h in first.history])
+    names = [p.name for p in _aside(state_dir)]
+    assert len(names) == 2 and any(n.endswith("ema_2.pt") for n in names)
+    assert any(n.endswith("train_state.pt") for n in names) and "ema_2.pt" in caplog.text
