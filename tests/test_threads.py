@@ -7,13 +7,45 @@ import os
 import subprocess
 import sys
 
-from oncosynth.threads import SPIN_COUNT, apply_wait_policy
+import pytest
+
+import oncosynth.threads as threads
+from oncosynth.threads import SPIN_COUNT, SPIN_COUNT_IDLE, apply_wait_policy, others_busy_cores
 
 
 def test_short_spin_is_set_when_nothing_is_chosen_and_torch_not_started():
     env: dict[str, str] = {}
-    assert apply_wait_policy(env, modules={}) == "set"
+    assert apply_wait_policy(env, modules={}, busy_cores=lambda: 1.0) == "set"
     assert env == {"GOMP_SPINCOUNT": str(SPIN_COUNT)}
+
+
+def test_the_spin_follows_the_machine_it_starts_on(monkeypatch):
+    monkeypatch.setattr(threads.os, "cpu_count", lambda: 2)
+    for busy, spin, machine in ((0.1, SPIN_COUNT_IDLE, "idle"), (0.9, SPIN_COUNT, "shared"),
+                                (None, SPIN_COUNT, "unknown")):
+        env: dict[str, str] = {}
+        assert apply_wait_policy(env, modules={}, busy_cores=lambda: busy) == "set"
+        assert env == {"GOMP_SPINCOUNT": str(spin)} and threads.status()["machine"] == machine
+
+
+def test_one_thread_needs_no_sample(monkeypatch):
+    def never() -> float:
+        raise AssertionError("sampled the machine for a single thread")
+
+    env = {"OMP_NUM_THREADS": "1"}
+    assert apply_wait_policy(env, modules={}, busy_cores=never) == "set"
+    assert env["GOMP_SPINCOUNT"] == str(SPIN_COUNT)
+
+
+def test_others_busy_cores_from_two_samples_of_proc_stat(tmp_path, monkeypatch):
+    # user nice system idle iowait irq softirq steal; between the samples: 60 busy + 140 idle jiffies of 200
+    stat = tmp_path / "stat"
+    stat.write_text("cpu  100 0 50 1000 10 0 0 0 0 0\n")
+    later = "cpu  150 0 60 1130 20 0 0 0 0 0\n"
+    monkeypatch.setattr(threads.time, "sleep", lambda seconds: stat.write_text(later))
+    monkeypatch.setattr(threads.os, "cpu_count", lambda: 2)
+    assert others_busy_cores(0.01, stat=str(stat)) == pytest.approx(2 * 60 / 200)
+    assert others_busy_cores(0.01, stat=str(tmp_path / "missing")) is None
 
 
 def test_the_users_wait_settings_are_kept():
