@@ -101,6 +101,42 @@ def test_a_killed_run_resumes_to_the_same_weights(phantom, tmp_path, monkeypatch
     assert steps == [1, 2, 3, 4]  # no repeated rows after the resume
 
 
+def test_damaged_resume_state_settings_and_finished_backbone_are_set_aside(phantom, tmp_path, caplog):
+    """Each damaged file is named and renamed (never deleted); the run restarts or rewrites what it
+    can, ending with the weights of an undamaged run (issue 16 item 4)."""
+    import logging
+
+    caplog.set_level(logging.WARNING, logger="oncosynth")
+    straight = backbone_of(pretrain(tiny(), tmp_path / "straight", data=phantom, progress=False))
+    run = tmp_path / "run"
+    pretrain(tiny(steps=2), run, data=phantom, progress=False)  # a resume state at step 2 ...
+    (run / "config.json").unlink()  # ... of a run that, with steps=4, is unfinished
+    settings = json.loads((run / "settings.json").read_text())
+    settings["config"]["steps"] = 4
+    (run / "settings.json").write_text(json.dumps(settings))
+    (run / "train_state.pt").write_bytes((run / "train_state.pt").read_bytes()[:200])
+    (run / "log.jsonl").write_text((run / "log.jsonl").read_text() + '{"step": 3, "lo')  # a row cut by a kill
+
+    def aside(name: str) -> list[Path]:
+        return [p for p in run.iterdir() if p.name.startswith("damaged-") and p.name.endswith(name)]
+
+    pretrain(tiny(), run, data=phantom, progress=False)  # restarts from step 0
+    assert len(aside("train_state.pt")) == 1 and aside("train_state.pt")[0].stat().st_size == 200
+    assert all(torch.equal(straight[k], v) for k, v in backbone_of(run).items())
+    assert [json.loads(line)["step"] for line in (run / "log.jsonl").read_text().splitlines()] == [1, 2, 3, 4]
+
+    (run / "config.json").write_text("{trunc")  # the finished marker: rewritten from the final resume state
+    pretrain(tiny(), run, data=phantom, progress=False)
+    assert len(aside("config.json")) == 1 and len(aside("weights.safetensors")) == 1
+    assert all(torch.equal(straight[k], v) for k, v in backbone_of(run).items())
+    create_classifier("resnet10t", in_chans=1, img_size=SIZE, pretrained=str(run))  # loads, hash checked
+
+    (run / "settings.json").write_text("{trunc")  # the finished backbone's manifest still names its settings
+    assert pretrain(tiny(), run, data=phantom, progress=False) == run
+    assert len(aside("settings.json")) == 1 and json.loads((run / "settings.json").read_text()) == settings
+    assert "train_state.pt" in caplog.text and "config.json" in caplog.text and "settings.json" in caplog.text
+
+
 def test_extra_unlabelled_folders_join_the_pool(phantom, tmp_path):
     flat = tmp_path / "flat"
     flat.mkdir()

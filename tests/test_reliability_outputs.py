@@ -89,3 +89,46 @@ def test_generate_to_a_file_exits_2_before_loading_anything(run, tmp_path):
     result = subprocess.run([sys.executable, "-m", "oncosynth.cli", "generate", str(run), "--n", "1", "--class",
                              "benign", "--out", str(tmp_path / "taken")], capture_output=True, text=True, env=env)
     assert result.returncode == 2 and "taken: --out is a file" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_every_command_writing_a_folder_refuses_an_out_that_is_a_file_before_any_work(tmp_path, monkeypatch,
+                                                                                         capsys):
+    """Issue 16 item 5, through the entry point ``oncosynth.cli.main`` (in this process: seven interpreters
+    would cost half a minute of imports): one line naming the path, exit 2, nothing read or computed (no
+    tensor cache appears). evaluate, study, generate and demo are checked above, in test_reliability_runs
+    and in test_cli_exit_codes; these are the other commands that write a folder."""
+    from oncosynth.cli import main
+    from oncosynth.data.phantom import PhantomConfig, write_phantom
+
+    data = str(write_phantom(tmp_path / "data", PhantomConfig(n=24, size=32, difficulty="easy", seed=0)))
+    (tmp_path / "taken").write_text("x")
+    taken, below = str(tmp_path / "taken"), str(tmp_path / "taken" / "run")
+    cases = {
+        "singan": ["train-generator", "--method", "singan", "--preset", "tiny", "--class", "malignant",
+                   "--data", data, "--out", taken],
+        # layers the 4-layer random-cnn has, so that without the check work would start
+        "style-transfer generator": ["train-generator", "--method", "style-transfer", "--data", data, "--out", below,
+                                     "--option", "feature_net=random-cnn:0", "--option", "content_layer=conv_2",
+                                     "--option", 'style_layers=["conv_1", "conv_2"]'],
+        "fit-anomaly": ["fit-anomaly", "--data", data, "--out", below, "--widths", "2,4", "--epochs", "1"],
+        "style-transfer": ["style-transfer", "--data", data, "--out", taken, "--feature-net", "random-cnn:0",
+                           "--content-layers", "conv_1,conv_2", "--baseline-layer", "conv_2", "--style-layers", "conv_1"],
+        "style-transfer --sweep": ["style-transfer", "--sweep", "--data", data, "--out", below,
+                                   "--feature-net", "random-cnn:0"],
+        "pretrain": ["pretrain", "--data", data, "--out", below, "--backbone", "resnet10t", "--size", "32",
+                     "--steps", "1", "--batch-size", "4", "--device", "cpu"],
+        "data phantom": ["data", "phantom", below, "--n", "20", "--size", "32"],
+    }
+    monkeypatch.setenv("ONCOSYNTH_CACHE", str(tmp_path / "cache"))
+    capsys.readouterr()
+    failures = []
+    for name, args in cases.items():
+        monkeypatch.setattr(sys, "argv", ["oncosynth", *args])
+        with pytest.raises(SystemExit) as exited:  # any other exception would be a traceback
+            main()
+        line = capsys.readouterr().err.strip()
+        wanted = "taken: --out is a file" if taken in args else "which is a file"
+        if exited.value.code != 2 or wanted not in line or len(line.splitlines()) != 1:
+            failures.append(f"{name}: exit {exited.value.code}, stderr: {line[-400:]}")
+    assert not failures, "\n".join(failures)
+    assert not (tmp_path / "cache").exists() and (tmp_path / "taken").read_text() == "x"

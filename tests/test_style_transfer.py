@@ -233,6 +233,29 @@ def test_resume_skips_finished_pairs_and_continues_unfinished(phantom, anomaly_r
     assert all(stamps[n] == (out / n).stat().st_mtime_ns for n in images if n != lost["file"])
 
 
+@pytest.mark.parametrize("damage", ["{\"pairs\": {\"0\": {\"recor", "[]"])
+def test_damaged_trial_records_are_set_aside_and_their_pairs_run_again(phantom, tmp_path, caplog, damage):
+    """Issue 16 item 4: a truncated or foreign trial file is named and renamed (never deleted, never
+    silently overwritten); its pairs run again to the same records and images."""
+    import logging
+
+    out = tmp_path / "run"
+    args = dict(content_class="benign", style_class="malignant", feature_net="random-cnn:0", schedule=SCHEDULE,
+                max_pairs=2, pairs_per_unit=2, progress=False, accept=10)
+    run_style_campaign(phantom, out, **args)
+    first = json.loads((out / "manifest.json").read_text())
+    images = {p.name: p.read_bytes() for p in out.glob("*.png")}
+    (out / ".trials" / "pairs-00000.json").write_text(damage)
+    with caplog.at_level(logging.WARNING, logger="oncosynth"):
+        run_style_campaign(phantom, out, **args)
+    again = json.loads((out / "manifest.json").read_text())
+    assert again["images"] == first["images"] and {p.name: p.read_bytes() for p in out.glob("*.png")} == images
+    keep = ("pair", "trial", "accepted", "file", "total_loss")
+    assert [{k: r[k] for k in keep} for r in again["trials"]] == [{k: r[k] for k in keep} for r in first["trials"]]
+    (aside,) = [p for p in (out / ".trials").iterdir() if p.name.startswith("damaged-")]
+    assert aside.read_text() == damage and "pairs-00000.json" in caplog.text
+
+
 def test_campaign_bad_input_fails_before_work(phantom, tmp_path):
     classifier = _biased_classifier(tmp_path / "clf", bias=(0.0, 1.0))  # calls every image malignant
     with pytest.raises(ConfigError, match="calls none"):

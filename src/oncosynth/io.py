@@ -109,6 +109,22 @@ def write_json(path: str | Path, obj: Any) -> None:
     write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
 
 
+def cut_log(path: Path, step: int) -> None:
+    """Keep the log records up to ``step``: the steps after it are trained (and logged) again."""
+    if not path.is_file():
+        return
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:  # a line cut short by a kill
+            continue
+        logged = record.get("step", 0) if isinstance(record, dict) else None
+        if isinstance(logged, (int, float)) and logged <= step:
+            kept.append(line + "\n")
+    write_text(path, "".join(kept))
+
+
 def _json_default(obj: Any) -> Any:
     if isinstance(obj, (np.integer,)):
         return int(obj)

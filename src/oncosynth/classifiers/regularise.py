@@ -108,9 +108,19 @@ class WeightEMA:
                 old.unlink(missing_ok=True)
 
     def load(self, folder: Path, evaluation: int) -> None:
+        """The shadow saved at ``evaluation``, all or nothing; CheckpointError names a missing or damaged file."""
         path = folder / f"ema_{evaluation}.pt"
         if not path.is_file():
             raise CheckpointError(f"{path}: the EMA weights of the resumed training state are missing")
-        saved = torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            saved = torch.load(path, map_location="cpu", weights_only=True)
+            if {k: v.shape for k, v in saved.items()} != {k: v.shape for k, v in self.shadow.items()}:
+                raise ValueError("its tensors do not match the model's")
+        except Exception as exc:  # noqa: BLE001 - truncated or garbled: torch raises several types
+            from oncosynth.io import set_aside
+
+            problem = f"damaged EMA weights ({type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:120]})"
+            set_aside(path, problem + "; the training state they belong to restarts")
+            raise CheckpointError(f"{path}: {problem}") from None
         for key, value in saved.items():
             self.shadow[key].copy_(value)

@@ -41,7 +41,7 @@ from oncosynth.classifiers.model import Classifier
 from oncosynth.classifiers.sampling import BatchPlan
 from oncosynth.classifiers.scores import selection_score
 from oncosynth.parallel.distributed import SINGLE, DistContext, broadcast_parameters, check_batch, globalise_batchnorm
-from oncosynth.errors import ConfigError
+from oncosynth.errors import CheckpointError, ConfigError
 # the recipe options (normalisation, TTA, mixing, EMA, one-cycle): classifiers/recipe.py
 from oncosynth.classifiers.normalise import predict_batch_proba
 from oncosynth.classifiers.recipe import RecipeOptions, prepare_recipe, recipe_scheduler
@@ -203,7 +203,7 @@ def train_classifier(model: Classifier, train: tuple[torch.Tensor, torch.Tensor]
     start_epoch, best = 0, {"score": -math.inf, "epoch": -1, "step": 0, "weights": None}
     history: list[dict] = []
     train_seconds, train_images, seen_synthetic = 0.0, 0, 0
-    saved = _read_state(state_path) if state_path is not None and state_path.is_file() else None
+    saved = _read_state(state_path, ema) if state_path is not None and state_path.is_file() else None
     if saved is not None:
         model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
@@ -221,8 +221,6 @@ def train_classifier(model: Classifier, train: tuple[torch.Tensor, torch.Tensor]
             plan.load_state_dict(saved["plan"])
 
     started = time.perf_counter()
-    if ema is not None and start_epoch > 0:  # recipe: the EMA shadow of the resumed state
-        ema.load(state_path.parent, start_epoch)
     stopped_early = None
     dp_iter = None
     for epoch in range(start_epoch, n_chunks):  # an "epoch" here is one evaluation period
@@ -379,8 +377,8 @@ _STATE_KEYS = ("model", "optimizer", "scheduler", "generator", "torch_rng", "epo
                "best_score", "best_epoch", "train_seconds", "train_images", "accountant")
 
 
-def _read_state(path: Path) -> dict | None:
-    """The resume state, or None after setting a damaged one aside (the unit then restarts from epoch 0)."""
+def _read_state(path: Path, ema=None) -> dict | None:
+    """The resume state (``ema``: its shadow loaded), or None after setting a damaged one aside (restart)."""
     from oncosynth.io import set_aside
 
     try:
@@ -390,6 +388,11 @@ def _read_state(path: Path) -> dict | None:
     except Exception as exc:  # noqa: BLE001 - truncated or garbled: torch raises several types
         first_line = (str(exc).splitlines() or [""])[0][:120]
         problem = f"unreadable resume state ({type(exc).__name__}: {first_line})"
+    if problem is None and ema is not None and saved["epoch"] > 0:
+        try:
+            ema.load(path.parent, saved["epoch"])  # all or nothing; a damaged EMA file is set aside there
+        except CheckpointError as exc:
+            problem = f"its EMA weights are unusable ({exc})"
     if problem is None:
         return saved
     set_aside(path, problem + "; training restarts from the first epoch")

@@ -54,6 +54,7 @@ def train_generator(
     from oncosynth.data import load_dataset
     from oncosynth.errors import ConfigError
     from oncosynth.generators import create_generator, generator_class
+    from oncosynth.io import check_output_folder
 
     singan_only = {"--class": class_name, "--images": images, "--image-list": image_list, "--workers": workers,
                    "--scale-factor": scale_factor, "--min-size": min_size, "--max-size": max_size, "--iters": iters,
@@ -68,6 +69,7 @@ def train_generator(
     if misplaced:
         raise ConfigError(f"option(s) {', '.join(misplaced)} do not apply to --method {method}"
                           + ("" if is_singan else " (they are for --method singan)"))
+    check_output_folder(out, "--out")  # every method, before the data are read
     dataset = load_dataset(data, format=data_format)
     if is_singan:
         options = {"scale_factor": scale_factor, "min_size": min_size, "max_size": max_size, "iters": iters}

@@ -41,8 +41,10 @@ def fit_anomaly(
 ) -> None:
     """Train the U-Net autoencoder anomaly detector on real images and set its threshold."""
     from oncosynth.data import load_dataset
+    from oncosynth.io import check_output_folder
     from oncosynth.quality import fit_anomaly_detector
 
+    check_output_folder(out, "--out")  # before the data are read
     dataset = load_dataset(data, format=data_format)
     width_tuple = tuple(int(w) for w in _floats(widths, "--widths")) if widths else None
     detector = fit_anomaly_detector(dataset, out, classes=classes or None, size=size, preset=preset,
@@ -97,9 +99,11 @@ def style_transfer(
 ) -> None:
     """Style-transfer augmentation (content image of one class, style of another) with quality gates and retries."""
     from oncosynth.generators.style_transfer import StyleSettings
+    from oncosynth.io import check_output_folder
     from oncosynth.quality.campaign import RetrySchedule, run_style_campaign
     from oncosynth.quality.sweep import run_style_sweep
 
+    check_output_folder(out, "--out")  # before an executor (a Ray cluster) starts
     baseline = StyleSettings(content_layer=baseline_layer, style_layers=_names(style_layers), steps=baseline_steps,
                              content_weight=baseline_content_weight, style_weight=style_weight, lr=lr)
     if sweep:

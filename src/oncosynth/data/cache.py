@@ -4,11 +4,14 @@ Decoding PNGs every epoch costs far more than the training step on small
 images, so each (records, size, channels) combination is decoded once into
 ``<cache>/<key>.u8``. The key hashes every record's identity with its file's
 size and modification time, so editing, adding or removing a file makes a new
-key: a stale cache is never read.
+key: a stale cache is never read. ``<key>.json`` records the array's shape and
+SHA-256; an entry that does not match its record (truncated, garbled) is a
+miss: the damaged file is set aside (renamed, never deleted) and rebuilt.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -21,10 +24,10 @@ from oncosynth.data.decode import decode_record, to_tensor
 from oncosynth.data.records import Dataset
 from oncosynth.data.transforms import to_uint8
 from oncosynth.errors import DataError
-from oncosynth.io import atomic_write, write_json
+from oncosynth.io import atomic_write, set_aside, write_json
 from oncosynth.runtime.manifest import hash_strings
 
-CACHE_VERSION = "1"
+CACHE_VERSION = "2"  # 2: the metadata holds the array's SHA-256
 
 
 def default_cache_dir() -> Path:
@@ -59,15 +62,47 @@ def cached_tensors(dataset: Dataset, size: int | None = None, channels: int | No
     key = cache_key(dataset, size, channels)
     data_path, meta_path = folder / f"{key}.u8", folder / f"{key}.json"
     labels = torch.from_numpy(dataset.labels)
-    if not (meta_path.is_file() and data_path.is_file()):
-        _build(dataset, size, channels, data_path, meta_path, progress)
-    shape = tuple(json.loads(meta_path.read_text())["shape"])
+    shape = _intact_shape(data_path, meta_path)
+    if shape is None:
+        shape = _build(dataset, size, channels, data_path, meta_path, progress)
     array = np.memmap(data_path, dtype=np.uint8, mode="c", shape=shape)  # copy-on-write: safe to hand out
     return torch.from_numpy(array), labels
 
 
+_VERIFIED: set[tuple] = set()  # (file, size, mtime, inode) whose hash this process has checked
+
+
+def _intact_shape(data_path: Path, meta_path: Path) -> tuple[int, ...] | None:
+    """The shape of a cache entry that matches its record, or None (a miss): absent, or damaged
+    (then the damaged file is set aside and the entry is rebuilt)."""
+    if not (meta_path.is_file() and data_path.is_file()):
+        return None
+    try:
+        meta = json.loads(meta_path.read_text())
+        shape, digest = tuple(int(n) for n in meta["shape"]), str(meta["sha256"])
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:  # JSONDecodeError: a ValueError
+        set_aside(meta_path, f"damaged tensor-cache record ({type(exc).__name__}: {exc}); the cache is rebuilt")
+        return None
+    stat = data_path.stat()
+    stamp = (str(data_path), stat.st_size, stat.st_mtime_ns, stat.st_ino)
+    if stamp in _VERIFIED:
+        return shape
+    problem = None
+    if stat.st_size != int(np.prod(shape)):
+        problem = f"{stat.st_size} bytes, its record says {int(np.prod(shape))}"
+    else:
+        with open(data_path, "rb") as handle:
+            if hashlib.file_digest(handle, "sha256").hexdigest() != digest:
+                problem = "its SHA-256 differs from the one recorded when it was written"
+    if problem:
+        set_aside(data_path, f"damaged tensor cache ({problem}); it is rebuilt")
+        return None
+    _VERIFIED.add(stamp)
+    return shape
+
+
 def _build(dataset: Dataset, size: int | None, channels: int | None, data_path: Path, meta_path: Path,
-           progress: bool) -> None:
+           progress: bool) -> tuple[int, ...]:
     first = to_tensor(decode_record(dataset.records[0]), size=size, channels=channels)
     channels = channels or first.shape[0]
     shape = (len(dataset), channels, first.shape[1], first.shape[2])
@@ -84,5 +119,7 @@ def _build(dataset: Dataset, size: int | None, channels: int | None, data_path: 
                                 f"{shape[2:]} in {dataset.records[0].uid}; pass a size to resample")
             array[i] = to_uint8(tensor).numpy()
         array.flush()
+        digest = hashlib.sha256(array).hexdigest()
         del array
-    write_json(meta_path, {"shape": list(shape), "root": dataset.root, "n": len(dataset)})
+    write_json(meta_path, {"shape": list(shape), "sha256": digest, "root": dataset.root, "n": len(dataset)})
+    return shape

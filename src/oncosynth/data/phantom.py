@@ -44,6 +44,7 @@ import numpy as np
 from oncosynth.data.phantom_shapes import (breast_edge, calcifications, gaussian_blur, mass, power_law_noise,
                                              spicules, strands, tissue_background)
 from oncosynth.errors import ConfigError
+from oncosynth.io import check_output_folder
 
 SPLIT_NAMES = ("train", "val", "test")
 PARTIAL_MARKER = "phantom-partial.json"
@@ -279,11 +280,12 @@ def write_phantom(out: str | Path, config: PhantomConfig) -> Path:
     from oncosynth.runtime.manifest import hash_strings, make_manifest
 
     out = Path(out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+    if out.is_dir() and any(out.iterdir()):
         if _same_phantom(out, config):
             return out
         raise ConfigError(f"{out} exists and is not an empty folder or a phantom with this exact config; "
                           f"choose another output folder or remove it")
+    check_output_folder(out, "the output folder")  # a file, or a path below one: before any work
     partial = out.parent / f".{out.name}.partial"
     if partial.exists():
         if not (partial / PARTIAL_MARKER).is_file():

@@ -14,13 +14,19 @@ from oncosynth.generators import Generator, create_generator, generate_images, l
 from oncosynth.io import save_grid, save_image
 
 
+#: The authors' earlier batch-norm MCGAN form (4×4 D kernels, LeakyReLU 0.2, one D step per G step).
+#: In the demo's 1,500 steps on the phantom it learns the data; the released instance-norm form does
+#: not yet (same steps, same encoder: FID 127 vs 240, precision 0.30 vs 0.00; bench/RESULTS.md, issue 21).
+DEMO_MCGAN_FORM = {"d_kernel": 4, "leak": 0.2, "d_steps_per_g": 1, "norm": "batch"}
+
+
 def demo_train(data: Any, run_folder: str | Path, seed: int = 0, steps: int = 200,
                progress: bool = True) -> Generator:
     """Train the demo's small conditional GAN (MCGAN, width 16, 64 px) — about 1-2 minutes on 2 CPU cores.
 
     ``data`` is a Dataset (e.g. the phantom) or an (images, labels, classes) tuple.
     """
-    gen = create_generator("cdcgan", width=16, size=64, batch_size=16)
+    gen = create_generator("cdcgan", width=16, size=64, batch_size=16, **DEMO_MCGAN_FORM)
     return gen.fit(data, run_folder, steps=steps, seed=seed, checkpoint_every=50, sample_every=50,
                    progress=progress)
 

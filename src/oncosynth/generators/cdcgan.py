@@ -145,8 +145,9 @@ CHOICES = {"d_kernel": (4, 6), "norm": ("batch", "instance"), "real_range": ("si
 class ConditionalDCGAN(SteppedGAN):
     """Class-conditional DCGAN (MCGAN). ``preset="paper"`` is the released configuration.
 
-    ``cpu`` (also the default): the released losses and schedule at width 16, keeping what pays off
-    on 2 CPU cores (bench/RESULTS.md).
+    ``cpu``: the released losses and schedule at width 16, keeping what pays off on 2 CPU cores
+    (bench/RESULTS.md). No preset: the class defaults below, i.e. the released configuration at
+    width 64 and the data's own size (ask for ``preset="cpu"`` or ``width=16`` on a CPU).
     """
 
     name = "cdcgan"

@@ -19,7 +19,7 @@ from oncosynth.checkpoint import load_checkpoint
 from oncosynth.errors import CheckpointError, ConfigError
 from oncosynth.generators.base import Generator
 from oncosynth.generators.registry import latest_checkpoint
-from oncosynth.io import set_aside, write_text
+from oncosynth.io import cut_log, set_aside  # noqa: F401 (cut_log moved to io; still importable here)
 
 log = logging.getLogger("oncosynth.generators")
 
@@ -93,18 +93,3 @@ def changed_settings(saved: dict[str, Any], wanted: dict[str, Any]) -> list[str]
         else:
             changed.append(f"{key}: {old!r} -> {new!r}")
     return changed
-
-
-def cut_log(path: Path, step: int) -> None:
-    """Keep the log records up to ``step``: the steps after it are trained (and logged) again."""
-    if not path.is_file():
-        return
-    kept = []
-    for line in path.read_text().splitlines():
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:  # a line cut short by a kill
-            continue
-        if isinstance(record, dict) and int(record.get("step", 0)) <= step:
-            kept.append(line + "\n")
-    write_text(path, "".join(kept))

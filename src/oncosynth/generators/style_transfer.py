@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import torch
@@ -322,10 +323,12 @@ class StyleTransferGenerator(Generator):
     def fit(self, data, run_folder, steps: int = 0, classes: list[str] | None = None, seed: int = 0,
             device: str = "cpu", allow_leakage: bool = False, **options) -> "StyleTransferGenerator":
         from oncosynth.generators.training import prepare_data, split_leakage
+        from oncosynth.io import check_output_folder
         from oncosynth.runtime.devices import resolve_device
         from oncosynth.runtime.manifest import make_manifest
 
         del steps, options  # nothing to train
+        check_output_folder(Path(run_folder), "--out")  # before the data are read
         self.device = resolve_device(device)  # where sample() after fit runs the feature network
         if not isinstance(data, tuple):
             from oncosynth.data import as_dataset

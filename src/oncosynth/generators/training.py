@@ -39,8 +39,8 @@ from oncosynth.errors import ConfigError, OncosynthError
 from oncosynth.generators.base import Generator
 from oncosynth.generators.registry import latest_checkpoint
 from oncosynth.data.lineage import describe_records
-from oncosynth.generators.resume import TRAIN_STATE, cut_log, resume_newest_intact
-from oncosynth.io import atomic_write, check_output_folder, save_grid
+from oncosynth.generators.resume import TRAIN_STATE, resume_newest_intact
+from oncosynth.io import atomic_write, check_output_folder, cut_log, save_grid
 from oncosynth.runtime.devices import resolve_device
 from oncosynth.runtime.manifest import make_manifest
 from oncosynth.runtime.seeding import seed_everything

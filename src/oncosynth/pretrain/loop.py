@@ -7,7 +7,9 @@ patients), which a study loads with ``model.pretrained: RUN`` and
 ``create_classifier(pretrained=RUN)``. While it runs, ``train_state.pt``
 (tensors and plain values only, read with ``weights_only=True``) is written
 every ``checkpoint_every`` steps; a re-run of the same command continues from
-it and ends with the same weights as an uninterrupted run.
+it and ends with the same weights as an uninterrupted run. A damaged state,
+settings record or finished backbone is set aside (renamed, never deleted) and
+the run restarts, or rewrites the backbone from its final state.
 """
 
 from __future__ import annotations
@@ -21,10 +23,10 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from tqdm import tqdm
 
-from oncosynth.checkpoint import CONFIG, save_checkpoint
+from oncosynth.checkpoint import CONFIG, MANIFEST, WEIGHTS, load_checkpoint, save_checkpoint
 from oncosynth.classifiers.model import create_classifier
 from oncosynth.errors import CheckpointError, ConfigError
-from oncosynth.io import atomic_write, write_json
+from oncosynth.io import atomic_write, check_output_folder, cut_log, set_aside, write_json
 from oncosynth.pretrain.data import gather_images
 from oncosynth.pretrain.methods import METHODS, create_method
 from oncosynth.pretrain.views import ViewConfig
@@ -72,40 +74,61 @@ def _lr_factor(step: int, total: int, warmup: int) -> float:
 
 
 def _check_settings(out: Path, settings: dict) -> None:
+    """Record the run's settings, or refuse other ones. A damaged record is set aside (renamed, never
+    deleted) with the resume state, whose settings it alone could confirm: the run starts again."""
     path = out / SETTINGS
-    if not path.is_file():
-        write_json(path, settings)
-        return
+    if path.is_file():
+        try:
+            before = json.loads(path.read_text())
+            if not isinstance(before, dict):
+                raise ValueError("not a JSON object")
+        except (OSError, UnicodeDecodeError, ValueError) as exc:  # JSONDecodeError is a ValueError
+            set_aside(path, f"damaged settings record ({exc}); the run starts again")
+            if (out / STATE).is_file():
+                set_aside(out / STATE, f"resume state of a run whose settings record is damaged ({path.name})")
+        else:
+            changed = sorted(k for k in set(before) | set(settings) if before.get(k) != settings.get(k))
+            if changed:
+                raise ConfigError(f"{out}: holds a pretraining run with other settings "
+                                  f"(changed: {', '.join(changed)}); use another --out")
+            return
+    write_json(path, settings)
+
+
+def _finished(out: Path, settings: dict) -> bool:
+    """True when ``out`` holds the finished backbone of these settings; a damaged one is set aside
+    (its files renamed, never deleted) and the run continues from its resume state."""
+    if not (out / CONFIG).is_file():
+        return False
     try:
-        before = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"{path}: corrupt ({exc}); move the run folder aside to start again") from None
-    changed = sorted(k for k in set(before) | set(settings) if before.get(k) != settings.get(k))
-    if changed:
-        raise ConfigError(f"{out}: holds a pretraining run with other settings (changed: {', '.join(changed)}); "
-                          f"use another --out")
+        _, _, manifest = load_checkpoint(out, kind=KIND)
+        if manifest.get("config") != json.loads(json.dumps(settings)):
+            raise CheckpointError(f"{out / MANIFEST}: its settings differ from {SETTINGS}")
+    except CheckpointError as exc:
+        for name in (CONFIG, MANIFEST, WEIGHTS):
+            if (out / name).is_file():
+                set_aside(out / name, f"part of a damaged finished backbone ({exc}); it is written again")
+        return False
+    return True
+
+
+_STATE_KEYS = ("method", "optimizer", "scheduler", "generator", "torch_rng", "step")
 
 
 def _load_state(path: Path) -> dict | None:
+    """The resume state, or None: absent, or damaged (then set aside and the run starts from step 0)."""
     if not path.is_file():
         return None
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # noqa: BLE001 - a truncated file: set it aside and start over, never delete it
-        aside = path.with_name(path.name + ".corrupt")
-        path.replace(aside)
-        print(f"{path}: unreadable resume state, moved to {aside.name}; starting from step 0")
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        missing = [k for k in _STATE_KEYS if k not in state] if isinstance(state, dict) else ["everything"]
+        if missing:
+            raise ValueError(f"incomplete (missing {missing})")
+    except Exception as exc:  # noqa: BLE001 - truncated or garbled: torch raises several types
+        first_line = (str(exc).splitlines() or [""])[0][:120]
+        set_aside(path, f"damaged resume state ({type(exc).__name__}: {first_line}); starting from step 0")
         return None
-
-
-def _trim_log(path: Path, step: int) -> None:
-    """Drop log rows past the resumed step, so a resume never repeats steps in the log."""
-    if not path.is_file():
-        return
-    rows = [line for line in path.read_text().splitlines() if line.strip()]
-    kept = [r for r in rows if json.loads(r).get("step", 0) <= step]
-    with atomic_write(path, "w") as handle:
-        handle.write("".join(r + "\n" for r in kept))
+    return state
 
 
 def pretrain(config: PretrainConfig, out: str | Path, data: str | Path | None = None,
@@ -114,9 +137,7 @@ def pretrain(config: PretrainConfig, out: str | Path, data: str | Path | None = 
     """Pretrain ``config.backbone`` with ``config.method``; returns the finished run folder."""
     if config.method not in METHODS:
         raise ConfigError(f"unknown pretrain method '{config.method}'; known: {', '.join(sorted(METHODS))}")
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out {out}: is a file, not a folder")
+    out = check_output_folder(Path(out), "--out")  # before any image is read
     extra = [str(Path(p)) for p in (extra_unlabelled or [])]
     supervised = METHODS[config.method].supervised
     pool = gather_images(data, extra, config.size, supervised, config.phantom_images, config.seed,
@@ -126,8 +147,8 @@ def pretrain(config: PretrainConfig, out: str | Path, data: str | Path | None = 
                 "extra_unlabelled": extra, "data_hash": data_hash}
     out.mkdir(parents=True, exist_ok=True)
     _check_settings(out, settings)
-    if (out / CONFIG).is_file():
-        return out  # finished with these settings
+    if _finished(out, settings):
+        return out
 
     seed_everything(config.seed)
     channels = pool.images.shape[1]
@@ -149,7 +170,7 @@ def pretrain(config: PretrainConfig, out: str | Path, data: str | Path | None = 
         generator.set_state(state["generator"])
         torch.set_rng_state(state["torch_rng"])
         step = int(state["step"])
-    _trim_log(out / LOG, step)
+    cut_log(out / LOG, step)  # steps after the resume state are logged again
 
     method.train()
     bar = tqdm(total=config.steps, initial=step, desc=f"pretrain {config.method}", unit="step",

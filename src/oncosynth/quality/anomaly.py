@@ -197,8 +197,11 @@ def fit_anomaly_detector(data: Any, out: str | Path | None = None, classes: list
     """
     from oncosynth.data import as_dataset
     from oncosynth.data.decode import load_images
+    from oncosynth.io import check_output_folder
     from oncosynth.runtime.devices import resolve_device
 
+    if out is not None:
+        check_output_folder(Path(out), "--out")  # before any training
     dataset = as_dataset(data)
     if widths is None:
         if preset not in PRESETS:

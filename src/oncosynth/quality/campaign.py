@@ -19,7 +19,7 @@ seam (:mod:`oncosynth.parallel.executor`). A unit optimises its pending pairs to
 accepted image atomically as soon as it is accepted and its trial records to
 ``<out>/.trials/<unit>.json`` after every round. A re-run (after a kill) skips
 finished pairs and continues unfinished ones at their next trial; accepted
-images are never redone. Units are launched in waves until ``accept`` images
+images are never redone (a damaged trial file is set aside: its pairs start again). Units are launched in waves until ``accept`` images
 are accepted or the pairs run out; ``manifest.json``/``manifest.csv`` are
 rewritten after every wave.
 """
@@ -40,7 +40,7 @@ import torch
 
 from oncosynth.errors import ConfigError
 from oncosynth.generators.style_transfer import StyleSettings, StyleTransfer
-from oncosynth.io import save_image, write_json, write_text
+from oncosynth.io import check_output_folder, save_image, set_aside, write_json, write_text
 
 TRIALS_DIR = ".trials"
 CSV_COLUMNS = ["pair", "trial", "content", "style", "content_layer", "steps", "content_weight", "style_weight",
@@ -148,13 +148,31 @@ def _context(job: dict[str, Any]) -> dict[str, Any]:
     return _CONTEXT[key]
 
 
+_READ_BACK = {"pair", "trial", "accepted", "reason", "file", "cpu_seconds"}  # the fields of a record read again
+
+
 def _read_state(path: Path) -> dict[str, Any]:
+    """A unit's trial records; empty when absent, or damaged (then set aside, renamed and never
+    deleted, and the unit's pairs start again: a pair's trials are drawn the same way again)."""
     if path.is_file():
         try:
-            return json.loads(path.read_text())
-        except json.JSONDecodeError:  # written atomically, so only a foreign edit gets here
-            pass
+            state = json.loads(path.read_text())
+            _check_state(state)
+            return state
+        except (OSError, UnicodeDecodeError, ValueError) as exc:  # JSONDecodeError is a ValueError
+            set_aside(path, f"damaged trial records ({exc}); the unit's pairs start again")
     return {"pairs": {}}
+
+
+def _check_state(state: Any) -> None:
+    """Raise ValueError unless ``state`` has the shape ``run_style_unit`` writes (the fields read back)."""
+    if not isinstance(state, dict) or not isinstance(state.get("pairs"), dict):
+        raise ValueError("no 'pairs' object")
+    for key, entry in state["pairs"].items():
+        records = entry.get("records") if isinstance(entry, dict) else None
+        if not (isinstance(records, list) and isinstance(entry.get("done"), bool)
+                and all(isinstance(r, dict) and _READ_BACK <= set(r) for r in records)):
+            raise ValueError(f"pair {key}: not a pair entry with its trial records")
 
 
 def run_style_unit(job: dict[str, Any]) -> dict[str, Any]:
@@ -257,6 +275,7 @@ def run_style_campaign(data, out: str | Path, content_class: str = "benign", sty
     from oncosynth.runtime.devices import resolve_device
     from oncosynth.runtime.manifest import hash_strings, make_manifest
 
+    out = check_output_folder(Path(out), "--out")  # before any work
     schedule = schedule or RetrySchedule()
     if accept < 1:
         raise ConfigError(f"--accept must be >= 1, not {accept}")
@@ -299,7 +318,6 @@ def run_style_campaign(data, out: str | Path, content_class: str = "benign", sty
             raise ConfigError(f"the classifier calls none of the {len(contents)} '{content_class}' images "
                               f"'{content_class}'; no pair can pass its gate")
     pairs = _pairs(eligible, styles, max_pairs, seed)
-    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     config = {"data": str(getattr(dataset, "root", data)), "split": split, "content_class": content_class,
               "style_class": style_class, "accept": accept, "feature_net": spec,

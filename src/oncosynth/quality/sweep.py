@@ -14,7 +14,7 @@ import torch
 
 from oncosynth.errors import ConfigError
 from oncosynth.generators.style_transfer import StyleSettings, StyleTransfer
-from oncosynth.io import save_grid, write_json
+from oncosynth.io import check_output_folder, save_grid, write_json
 from oncosynth.quality.campaign import _image_tensors, _pairs, _resolve_feature_net
 
 SWEEP_DEFAULTS = {"content_layer": ("conv_1", "conv_2", "conv_3", "conv_4", "conv_5"),
@@ -34,6 +34,7 @@ def run_style_sweep(data, out: str | Path, content_class: str = "benign", style_
     from oncosynth.data import as_dataset
     from oncosynth.runtime.devices import resolve_device
 
+    out = check_output_folder(Path(out), "--out")  # before any work
     baseline = baseline or StyleSettings()
     values = {**SWEEP_DEFAULTS, **(values or {})}
     dataset = as_dataset(data, format=data_format)
@@ -58,7 +59,6 @@ def run_style_sweep(data, out: str | Path, content_class: str = "benign", style_
     style = _image_tensors([Record(**p["style"]) for p in pairs], content.shape[-1], content.shape[1])
     index = [j[0] for j in jobs]
     result = transfer.run(content[index], style[index], [j[3] for j in jobs])
-    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     files = {}
     for factor in ("content_layer", "steps", "content_weight"):

@@ -11,7 +11,9 @@ Layout of a group's run folder::
     RUN/members.csv             per-SinGAN time and SIFID
 
 A re-run on the same folder skips finished members and continues unfinished
-ones from their last finished scale.
+ones from their last finished scale. A damaged finished member (marker,
+manifest, weights, summary) is set aside, renamed and never deleted, and
+trained again; so is a damaged ``group.json``, which is written again.
 """
 
 from __future__ import annotations
@@ -29,12 +31,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from oncosynth.errors import ConfigError, DataError, OncosynthError
+from oncosynth.errors import CheckpointError, ConfigError, DataError, OncosynthError
 from oncosynth.generators.base import Generator
 from oncosynth.generators.singan.model import (DEFAULTS, MEMBER_KIND, MODEL_KEYS, load_member, pyramid_sizes,
                                                sample_member, save_member)
 from oncosynth.generators.singan.train import _check_image, _member_fingerprint, _partials, train_singan
-from oncosynth.io import write_json, write_text
+from oncosynth.io import check_output_folder, set_aside, write_json, write_text
 from oncosynth.runtime.manifest import make_manifest
 
 GROUP_PLAN = "group.json"
@@ -55,12 +57,9 @@ def train_member_unit(image: Any, folder: str, config: dict[str, Any], seed: int
     image_t = _unit_image(image, size, channels)
     cfg = {**DEFAULTS, **config}
     fingerprint = _member_fingerprint(cfg, image_t, seed)
-    if (folder_p / "config.json").is_file() and (folder_p / SUMMARY).is_file():
-        saved = json.loads((folder_p / "config.json").read_text())
-        if json.loads(json.dumps(saved.get("fingerprint"))) == json.loads(json.dumps(fingerprint)):
-            return {**json.loads((folder_p / SUMMARY).read_text()), "resumed": True}
-        raise ConfigError(f"{folder_p}: a finished SinGAN for another image or settings is here; "
-                          f"choose another run folder")
+    finished = _finished_member(folder_p, fingerprint)
+    if finished is not None:
+        return {**finished, "resumed": True}
     began, cpu0 = time.perf_counter(), _cpu_seconds()
     from oncosynth.runtime.devices import resolve_device
 
@@ -85,6 +84,40 @@ def train_member_unit(image: Any, folder: str, config: dict[str, Any], seed: int
     for old in _partials(folder_p):
         shutil.rmtree(old, ignore_errors=True)
     return summary
+
+
+def _finished_member(folder: Path, fingerprint: dict[str, Any]) -> dict[str, Any] | None:
+    """The summary of the SinGAN finished in ``folder``, or None: not finished, or damaged (its
+    marker, manifest, weights or summary; then the folder is set aside and the SinGAN trained again)."""
+    if not (folder / "config.json").is_file():
+        return None
+    try:
+        _, saved = load_member(folder)  # checks the weights against their recorded SHA-256
+        summary = json.loads((folder / SUMMARY).read_text())
+        if not isinstance(summary, dict) or "sizes" not in summary or "cpu_seconds" not in summary:
+            raise ValueError(f"{SUMMARY} is not a SinGAN summary")
+    except (CheckpointError, OSError, UnicodeDecodeError, ValueError) as exc:  # JSONDecodeError: a ValueError
+        set_aside(folder, f"damaged finished SinGAN ({exc}); it is trained again")
+        return None
+    if json.loads(json.dumps(saved.get("fingerprint"))) != json.loads(json.dumps(fingerprint)):
+        raise ConfigError(f"{folder}: a finished SinGAN for another image or settings is here; "
+                          f"choose another run folder")
+    return summary
+
+
+def _read_plan(path: Path) -> dict[str, Any] | None:
+    """The group's plan, or None: absent, or damaged (then set aside; the members' own records still
+    guard against mixing images or settings)."""
+    if not path.is_file():
+        return None
+    try:
+        plan = json.loads(path.read_text())
+        if not isinstance(plan, dict):
+            raise ValueError("not a JSON object")
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        set_aside(path, f"damaged group plan ({exc}); it is written again")
+        return None
+    return plan
 
 
 def _unit_image(image: Any, size: int, channels: int) -> torch.Tensor:
@@ -179,7 +212,7 @@ def train_group(gen: Generator, data: Any, run_folder: str | Path, *, class_name
     from oncosynth.runtime.devices import resolve_device
 
     device_t = resolve_device(device)  # a unit carries it as a string: it may cross a process
-    run = Path(run_folder)
+    run = check_output_folder(Path(run_folder), "--out")  # before any image is read
     cfg = gen.config
     # ---- choose and check every image before anything is written
     leakage: list[dict] = []  # patients in two splits, when allowed
@@ -225,8 +258,8 @@ def train_group(gen: Generator, data: Any, run_folder: str | Path, *, class_name
         if not resume:
             raise ConfigError(f"{run} already holds a SinGAN group; resume it or choose another --out "
                               f"(nothing was overwritten)")
-        old = json.loads(plan_path.read_text())
-        if old != plan:
+        old = _read_plan(plan_path)
+        if old is not None and old != plan:
             changed = sorted(k for k in plan if old.get(k) != plan[k])
             raise ConfigError(f"{run}: the SinGAN group there was started with other settings or images "
                               f"({changed}); resume with the same ones or choose another --out")

@@ -2,8 +2,9 @@
 
 Scales are trained coarse to fine with the lower ones frozen: WGAN-GP plus a
 reconstruction loss (see :mod:`oncosynth.generators.singan`). With a state
-folder every finished scale is saved (``partial-KK``), so a killed run
-continues from its last finished scale with the same RNG state.
+folder every finished scale is saved (``partial-KK``; the previous one is
+kept), so a killed run continues from its last finished scale with the same RNG
+state; a damaged newest one is set aside and the previous one used.
 """
 
 from __future__ import annotations
@@ -20,10 +21,10 @@ import torch
 import torch.nn.functional as F
 
 from oncosynth.checkpoint import load_checkpoint, save_checkpoint
-from oncosynth.errors import ConfigError, DataError, OncosynthError
+from oncosynth.errors import CheckpointError, ConfigError, DataError, OncosynthError
 from oncosynth.generators.singan.model import (DEFAULTS, MODEL_KEYS, ScaleNet, SinGANMember, _resize,
                                                pyramid_sizes)
-from oncosynth.io import atomic_write
+from oncosynth.io import atomic_write, set_aside
 
 log = logging.getLogger("oncosynth.generators.singan")
 
@@ -216,21 +217,48 @@ def _save_partial(state_dir: Path, member: SinGANMember, critic: ScaleNet, done:
     tensors.update({f"critic.{k}": v for k, v in critic.state_dict().items()})
     save_checkpoint(folder, tensors, {"kind": PARTIAL_KIND, "scales_done": done, "fingerprint": fingerprint,
                                       "history": history})
-    for old in _partials(state_dir)[:-1]:
+    for old in _partials(state_dir)[:-2]:  # the previous one stays: the fallback if this one is damaged
         shutil.rmtree(old, ignore_errors=True)
 
 
 def _load_partial(state_dir: Path, member: SinGANMember, critic: ScaleNet,
                   fingerprint: dict[str, Any]) -> tuple[int, list[dict[str, Any]]]:
-    found = _partials(state_dir) if state_dir.is_dir() else []
-    if not found:
-        return 0, []
-    tensors, config, _ = load_checkpoint(found[-1], kind=PARTIAL_KIND)
-    if json.loads(json.dumps(config.get("fingerprint"))) != json.loads(json.dumps(fingerprint)):
-        raise ConfigError(f"{state_dir}: an unfinished SinGAN with other settings, image or seed is here; "
-                          f"choose another run folder (nothing was overwritten)")
-    member.load_state_dict({k[7:]: v for k, v in tensors.items() if k.startswith("member.")})
-    critic.load_state_dict({k[7:]: v for k, v in tensors.items() if k.startswith("critic.")})
-    state = torch.load(found[-1] / RNG_FILE, map_location="cpu", weights_only=True)
-    torch.set_rng_state(state["torch_rng"])
-    return int(config["scales_done"]), list(config.get("history", []))
+    """Load the newest intact partial; a damaged one is set aside (renamed, never deleted) and the
+    previous one tried. Returns (scales done, history): (0, []) when none is left."""
+    for folder in reversed(_partials(state_dir) if state_dir.is_dir() else []):
+        try:
+            tensors, config, _ = load_checkpoint(folder, kind=PARTIAL_KIND)
+        except CheckpointError as exc:
+            set_aside(folder, f"damaged SinGAN progress ({exc}); falling back to the previous scale")
+            continue
+        if json.loads(json.dumps(config.get("fingerprint"))) != json.loads(json.dumps(fingerprint)):
+            raise ConfigError(f"{state_dir}: an unfinished SinGAN with other settings, image or seed is here; "
+                              f"choose another run folder (nothing was overwritten)")
+        try:
+            parts = {name: {k[7:]: v for k, v in tensors.items() if k.startswith(name + ".")}
+                     for name in ("member", "critic")}
+            for name, module in (("member", member), ("critic", critic)):
+                _check_shapes(module, parts[name], name)
+            rng = torch.load(folder / RNG_FILE, map_location="cpu", weights_only=True)["torch_rng"]
+            if not isinstance(rng, torch.Tensor) or rng.dtype != torch.uint8:
+                raise ValueError("no torch RNG state")
+            done, history = int(config["scales_done"]), list(config.get("history", []))
+        except Exception as exc:  # noqa: BLE001 - a truncated rng.pt or odd config: torch raises several types
+            first_line = (str(exc).splitlines() or [""])[0][:120]
+            set_aside(folder, f"damaged SinGAN progress ({type(exc).__name__}: {first_line}); "
+                              f"falling back to the previous scale")
+            continue
+        # only now, with everything checked: a fresh start after a failed load must find nothing changed
+        member.load_state_dict(parts["member"])
+        critic.load_state_dict(parts["critic"])
+        torch.set_rng_state(rng)
+        return done, history
+    return 0, []
+
+
+def _check_shapes(module: torch.nn.Module, tensors: dict[str, torch.Tensor], name: str) -> None:
+    wanted = {k: tuple(v.shape) for k, v in module.state_dict().items()}
+    found = {k: tuple(v.shape) for k, v in tensors.items()}
+    if wanted != found:
+        odd = sorted(set(wanted) ^ set(found)) or [k for k in wanted if wanted[k] != found[k]]
+        raise ValueError(f"{name} tensors do not match the model (e.g. {odd[0]})")
