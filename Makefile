@@ -2,6 +2,9 @@
 PYTHON ?= python3.11
 VENV   ?= .venv
 BIN    := $(VENV)/bin
+# pytest-xdist workers for `make test` (0: one process); whole files go to a worker, so a file's
+# module fixtures (trained tiny models, phantom sets, the Ray cluster) are built once
+TEST_WORKERS ?= 2
 
 .PHONY: demo test venv bench clean
 
@@ -20,7 +23,7 @@ demo: venv
 	$(BIN)/oncosynth demo
 
 test: venv
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 bench: venv
 	$(BIN)/python bench/bench_cache.py

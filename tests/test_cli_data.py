@@ -1,14 +1,15 @@
-"""The data commands through the real CLI entry point (exit codes, no tracebacks)."""
+"""The data commands through the CLI entry point ``main()`` (exit codes, no tracebacks).
+
+In-process (tests/cli_main.py); tests/test_cli_exit_codes.py runs ``data summary`` as a real process."""
 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from cli_main import run_main
 from typer.testing import CliRunner
 
 from oncosynth.cli import app
@@ -37,8 +38,7 @@ def test_summary_json_keys(tmp_path):
     assert summary["leakage"] == [] and summary["duplicates"] == []
 
 
-def _run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "oncosynth.cli", *args], capture_output=True, text=True)
+_run_cli = run_main
 
 
 def test_bad_input_exits_2_with_the_file_named_and_no_traceback(tmp_path):

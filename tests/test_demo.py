@@ -7,6 +7,9 @@ import json
 from oncosynth.demo import generators as demo_generators
 from oncosynth.demo import pipeline as demo
 from oncosynth.demo import study as demo_study
+from oncosynth.demo import style_transfer as demo_style
+from oncosynth.generators.style_transfer import StyleSettings
+from oncosynth.quality.campaign import RetrySchedule
 
 
 def test_demo_runs_every_step_and_resumes(tmp_path, monkeypatch):
@@ -17,6 +20,10 @@ def test_demo_runs_every_step_and_resumes(tmp_path, monkeypatch):
     monkeypatch.setattr(demo, "DEMO_SYNTHETIC_PER_CLASS", 8)
     monkeypatch.setattr(demo_generators, "DEMO_SINGAN", {**demo_generators.DEMO_SINGAN, "iters": 4, "filters": 8})
     monkeypatch.setattr(demo_generators, "DEMO_DDPM_STEPS", 4)
+    # a few optimiser steps per style-transfer trial (60-100 in the demo): both gates still judge each trial
+    monkeypatch.setattr(demo_style, "DEMO_SCHEDULE", RetrySchedule(
+        content_layers=demo_style.DEMO_SCHEDULE.content_layers, steps=(2, 3),
+        content_weights=demo_style.DEMO_SCHEDULE.content_weights, max_trials=3, baseline=StyleSettings(steps=2)))
     out = demo.run_demo(tmp_path / "demo", seed=0)
 
     summary = json.loads((out / "phantom-summary.json").read_text())

@@ -9,13 +9,12 @@ from __future__ import annotations
 import json
 import os
 import struct
-import subprocess
-import sys
 import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
+from cli_main import run_main
 from PIL import Image
 
 from oncosynth.data import load_dataset, load_images
@@ -36,8 +35,7 @@ def _two_classes(root: Path, per_class: int = 2) -> Path:
     return root
 
 
-def _run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "oncosynth.cli", *args], capture_output=True, text=True)
+_run_cli = run_main  # main() in this process (tests/cli_main.py): exit status, stdout, stderr
 
 
 def _bomb_png(path: Path, side: int = 14000) -> Path:

@@ -6,13 +6,12 @@ import json
 import os
 import stat
 import struct
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from cli_main import run_main
 from PIL import Image
 
 from oncosynth.checkpoint import HASH_KEY, load_checkpoint, save_checkpoint
@@ -40,9 +39,7 @@ def _png_tree(root: Path, size: int = 32) -> Path:
     return root
 
 
-def _cli(*args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-m", "oncosynth.cli", *args], capture_output=True, text=True, env=env)
+_cli = run_main  # main() in this process (tests/cli_main.py): exit status, stdout, stderr
 
 
 # -------------------------------------------------------- weights hash (item 2) ----

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import csv
-import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+from cli_main import run_main
 
 from oncosynth.errors import ConfigError
 from oncosynth.generators import create_generator, generate_images
@@ -85,9 +84,7 @@ def test_output_folder_that_is_a_file_or_below_one_is_refused(tmp_path):
 
 def test_generate_to_a_file_exits_2_before_loading_anything(run, tmp_path):
     (tmp_path / "taken").write_text("x")
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run([sys.executable, "-m", "oncosynth.cli", "generate", str(run), "--n", "1", "--class",
-                             "benign", "--out", str(tmp_path / "taken")], capture_output=True, text=True, env=env)
+    result = run_main("generate", str(run), "--n", "1", "--class", "benign", "--out", str(tmp_path / "taken"))
     assert result.returncode == 2 and "taken: --out is a file" in result.stderr and "Traceback" not in result.stderr
 
 

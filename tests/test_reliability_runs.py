@@ -5,13 +5,12 @@ from __future__ import annotations
 import json
 import logging
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from cli_main import run_main
 from PIL import Image
 
 from oncosynth.errors import ConfigError
@@ -42,9 +41,7 @@ def _weights(gen) -> dict[str, torch.Tensor]:
     return {k: v.clone() for k, v in gen.state_tensors().items()}
 
 
-def _cli(*args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-m", "oncosynth.cli", *args], capture_output=True, text=True, env=env)
+_cli = run_main  # main() in this process (tests/cli_main.py): exit status, stdout, stderr
 
 
 # ------------------------------------------------------------- generator runs ----
