@@ -154,3 +154,16 @@ def test_damaged_ema_weights_set_the_resume_state_aside_and_training_restarts(tm
     names = [p.name for p in _aside(state_dir)]
     assert len(names) == 2 and any(n.endswith("ema_2.pt") for n in names)
     assert any(n.endswith("train_state.pt") for n in names) and "ema_2.pt" in caplog.text
+
+
+def test_two_processes_setting_aside_the_same_damage_keep_both_copies_and_lose_nothing(tmp_path, monkeypatch):
+    from oncosynth import io
+
+    damaged = tmp_path / "train_state.pt"
+    damaged.write_bytes(b"first")
+    first = io.set_aside(damaged, "truncated")
+    damaged.write_bytes(b"second")  # the same damage found again in the same second by another process
+    monkeypatch.setattr(io.os, "getpid", lambda: 999_999)
+    second = io.set_aside(damaged, "truncated")
+    assert first != second and first.read_bytes() == b"first" and second.read_bytes() == b"second"
+    assert io.set_aside(damaged, "truncated") is None  # already moved by the other one: no traceback

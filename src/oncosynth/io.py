@@ -84,18 +84,24 @@ def check_output_folder(path: str | Path, option: str = "--out") -> Path:
     return path
 
 
-def set_aside(path: str | Path, problem: str) -> Path:
+def set_aside(path: str | Path, problem: str) -> Path | None:
     """Rename a damaged file or folder out of the way, beside it, and say so; never delete it.
 
     The new name starts with ``damaged-`` so no ``step-*``/marker lookup finds
-    it again, and it may still be all that is left of a long run.
+    it again, and it may still be all that is left of a long run. It carries the
+    process id, so two processes that find the same damage never rename onto each
+    other's copy; the one that comes second finds the file gone and returns None.
     """
     path = Path(path)
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    target, n = path.with_name(f"damaged-{stamp}-{path.name}"), 1
+    target, n = path.with_name(f"damaged-{stamp}-{os.getpid()}-{path.name}"), 1
     while target.exists():
-        target, n = path.with_name(f"damaged-{stamp}-{n}-{path.name}"), n + 1
-    os.replace(path, target)
+        target, n = path.with_name(f"damaged-{stamp}-{os.getpid()}-{n}-{path.name}"), n + 1
+    try:
+        os.replace(path, target)
+    except FileNotFoundError:
+        logging.getLogger("oncosynth").warning("%s: %s; already set aside by another process", path, problem)
+        return None
     logging.getLogger("oncosynth").warning("%s: %s; set aside as %s", path, problem, target.name)
     return target
 
