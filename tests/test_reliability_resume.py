@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from oncosynth.classifiers import TrainConfig, create_classifier, train_classifier
+from oncosynth.classifiers import TrainConfig, train_classifier
+from resume_helpers import same_start_resnet10t
 
 
 def _squares(n: int, seed: int, size: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
@@ -19,13 +20,7 @@ def test_truncated_classifier_train_state_is_set_aside_and_training_restarts(tmp
     torch.set_num_threads(1)
     config = TrainConfig(epochs=2, batch_size=16, lr=3e-3)
     train, val = _squares(32, 0), _squares(16, 1)
-    torch.manual_seed(0)
-    initial = create_classifier("resnet10t", 1, 2, 16, classes=["a", "b"]).state_dict()
-
-    def fresh():
-        model = create_classifier("resnet10t", 1, 2, 16, classes=["a", "b"])
-        model.load_state_dict(initial)
-        return model
+    fresh = same_start_resnet10t(16)
 
     straight = fresh()
     train_classifier(straight, train, val, config, seed=3)

@@ -16,6 +16,7 @@ from PIL import Image
 from oncosynth.generators import create_generator
 from oncosynth.generators.singan import train as singan_train
 from oncosynth.generators.singan import train_singan
+from resume_helpers import interrupt_singan_at_scale, same_start_resnet10t
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -47,20 +48,10 @@ def _damage(path: Path, how: str) -> None:
 def test_damaged_newest_singan_partial_falls_back_to_the_previous(tmp_path, monkeypatch, caplog, file, how):
     image = torch.from_numpy(_texture(2)).float()[None] / 255
     straight, _ = train_singan(image, TINY, seed=3)
-    real_train_scale = singan_train._train_scale
-
-    def killed_at_scale_2(member, critic, k, *args):
-        if k == 2:
-            raise KeyboardInterrupt("killed")
-        return real_train_scale(member, critic, k, *args)
-
-    monkeypatch.setattr(singan_train, "_train_scale", killed_at_scale_2)
-    with pytest.raises(KeyboardInterrupt):
-        train_singan(image, TINY, seed=3, state_dir=tmp_path)
+    interrupt_singan_at_scale(monkeypatch, image, TINY, tmp_path, scale=2)
     assert [p.name for p in singan_train._partials(tmp_path)] == ["partial-01", "partial-02"]
     _damage(tmp_path / "partial-02" / file, how)
 
-    monkeypatch.setattr(singan_train, "_train_scale", real_train_scale)
     with caplog.at_level(logging.WARNING, logger="oncosynth"):
         resumed, info = train_singan(image, TINY, seed=3, state_dir=tmp_path)
     assert [s["scale"] for s in info["scales"]] == [0, 1, 2]  # scale 0 from partial-01; 1 and 2 trained again
@@ -128,19 +119,13 @@ def test_damaged_tensor_cache_is_a_miss_set_aside_and_rebuilt(tmp_path, caplog, 
 
 # ------------------------------------------------------------- classifier EMA ----
 def test_damaged_ema_weights_set_the_resume_state_aside_and_training_restarts(tmp_path, caplog):
-    from oncosynth.classifiers import TrainConfig, create_classifier, train_classifier
+    from oncosynth.classifiers import TrainConfig, train_classifier
 
     g = torch.Generator().manual_seed(0)
     labels = torch.arange(32) % 2
     images = (torch.rand(32, 1, 16, 16, generator=g) * 255).to(torch.uint8)
     config = TrainConfig(epochs=2, batch_size=16, lr=3e-3, ema=0.9)
-    torch.manual_seed(0)
-    initial = create_classifier("resnet10t", 1, 2, 16, classes=["a", "b"]).state_dict()
-
-    def fresh():
-        model = create_classifier("resnet10t", 1, 2, 16, classes=["a", "b"])
-        model.load_state_dict(initial)
-        return model
+    fresh = same_start_resnet10t(16)
 
     state_dir = tmp_path / "cell"
     first = train_classifier(fresh(), (images, labels), (images[:16], labels[:16]), config, seed=3,

@@ -19,6 +19,7 @@ from oncosynth.generators.singan import group as singan_group
 from oncosynth.generators.singan import train as singan_train
 from oncosynth.generators.singan import pyramid_sizes, sample_member, train_singan
 from oncosynth.metrics.sifid import evaluate_sifid, sifid, sifid_matrix, sifid_scores
+from resume_helpers import interrupt_singan_at_scale
 
 TINY = {"iters": 3, "filters": 8, "min_size": 14, "max_size": 32, "sifid_samples": 2}
 
@@ -95,18 +96,8 @@ def test_tiny_singan_trains_under_anomaly_detection_and_samples(channels):
 def test_resume_after_an_interrupted_scale_gives_the_same_weights(tmp_path, monkeypatch):
     image = torch.from_numpy(texture(2)).permute(2, 0, 1).float() / 255
     straight, _ = train_singan(image, TINY, seed=3)
-    real_train_scale = singan_train._train_scale
-
-    def crash_at_scale_2(member, critic, k, *args):
-        if k == 2:
-            raise KeyboardInterrupt("killed")
-        return real_train_scale(member, critic, k, *args)
-
-    monkeypatch.setattr(singan_train, "_train_scale", crash_at_scale_2)
-    with pytest.raises(KeyboardInterrupt):
-        train_singan(image, TINY, seed=3, state_dir=tmp_path)
+    interrupt_singan_at_scale(monkeypatch, image, TINY, tmp_path, scale=2)
     assert [p.name for p in singan_train._partials(tmp_path)] == ["partial-01", "partial-02"]  # the last two
-    monkeypatch.setattr(singan_train, "_train_scale", real_train_scale)
     resumed, info = train_singan(image, TINY, seed=3, state_dir=tmp_path)
     assert [s["scale"] for s in info["scales"]] == [0, 1, 2]
     for key, value in straight.state_dict().items():
