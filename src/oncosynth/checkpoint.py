@@ -53,12 +53,7 @@ def load_checkpoint(folder: str | Path, kind: str | None = None,
         raise CheckpointError(f"{folder}: no such checkpoint folder")
     if not config_path.is_file() or not weights_path.is_file():
         raise CheckpointError(f"{folder}: not a checkpoint (needs {CONFIG} and {WEIGHTS})")
-    try:
-        config = json.loads(config_path.read_text())
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"{config_path}: corrupt config ({exc})") from None
-    if not isinstance(config, dict):
-        raise CheckpointError(f"{config_path}: corrupt config (not a JSON object)")
+    config = _read_json_object(config_path, "config")
     found = str(config.get("kind", ""))
     if kind is not None and not found.startswith(kind):
         raise CheckpointError(f"{folder}: checkpoint holds a '{found or 'unknown'}', expected '{kind}'")
@@ -82,13 +77,18 @@ def read_manifest(path: Path) -> dict[str, Any]:
     """A checkpoint's manifest (``{}`` when absent: checkpoints from before manifests were hashed)."""
     if not path.is_file():
         return {}
+    return _read_json_object(path, "manifest")
+
+
+def _read_json_object(path: Path, what: str) -> dict[str, Any]:
+    """A checkpoint's JSON file as a dict, or a CheckpointError naming the file and what is wrong."""
     try:
-        manifest = json.loads(path.read_text())
+        obj = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"{path}: corrupt manifest ({exc})") from None
-    if not isinstance(manifest, dict):
-        raise CheckpointError(f"{path}: corrupt manifest (not a JSON object)")
-    return manifest
+        raise CheckpointError(f"{path}: corrupt {what} ({exc})") from None
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"{path}: corrupt {what} (not a JSON object)")
+    return obj
 
 
 def read_weights_file(path: str | Path) -> dict[str, torch.Tensor]:
