@@ -8,19 +8,12 @@ import torch
 from oncosynth.classifiers import DPConfig, TrainConfig, create_classifier, train_classifier
 from oncosynth.classifiers.sampling import BatchPlan, IndexStream
 from oncosynth.errors import ConfigError
+from toy_data import squares
 
 CLASSES = ["benign", "malignant"]
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def squares(n: int, seed: int, size: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    labels = torch.arange(n) % 2
-    images = torch.rand(n, 1, size, size, generator=g) * 0.5
-    images[labels == 1, :, 4:12, 4:12] += 0.4
-    return (images * 255).to(torch.uint8), labels
 
 
 def _model():

@@ -15,6 +15,7 @@ from oncosynth.classifiers import (DPConfig, TrainConfig, create_classifier, loa
 from oncosynth.classifiers.augment import AugmentConfig, augment_batch
 from oncosynth.classifiers.scores import auprc, auroc, macro_auroc, threshold_metrics, youden_threshold
 from oncosynth.errors import CheckpointError, ConfigError
+from toy_data import squares
 
 CLASSES = ["benign", "malignant"]
 
@@ -26,16 +27,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
-
-
-def squares(n: int, seed: int, size: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
-    """Noise images; class 1 carries a bright square: learnable in a couple of epochs."""
-    g = torch.Generator().manual_seed(seed)
-    labels = torch.arange(n) % 2
-    images = torch.rand(n, 1, size, size, generator=g) * 0.5
-    q = size // 4
-    images[labels == 1, :, q : 3 * q, q : 3 * q] += 0.4
-    return (images * 255).to(torch.uint8), labels
 
 
 # --------------------------------------------------------------- models ----
@@ -213,7 +204,7 @@ def test_dp_sgd_with_a_frozen_swin_backbone_trains_only_the_head():
     frozen = {k: v.clone() for k, v in model.backbone.state_dict().items()}
     head = {k: v.clone() for k, v in model.head.state_dict().items()}
     config = TrainConfig(epochs=1, batch_size=16, lr=1e-2, augment=False)
-    result = train_classifier(model, squares(48, 0), squares(16, 1), config, seed=0, dp=DPConfig(epsilon=3.0))
+    result = train_classifier(model, squares(48, 0, 32), squares(16, 1, 32), config, seed=0, dp=DPConfig(epsilon=3.0))
     check_privacy_accounting(result, epsilon=3.0, delta=1e-4, sample_rate=16 / 48, steps=1 * 3)
     assert all(torch.equal(v, model.backbone.state_dict()[k]) for k, v in frozen.items())
     assert any(not torch.equal(v, model.head.state_dict()[k]) for k, v in head.items())

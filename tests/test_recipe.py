@@ -16,21 +16,13 @@ from oncosynth.classifiers.recipe import PRESETS, recipe_scheduler
 from oncosynth.classifiers.regularise import WeightEMA, mix_batch
 from oncosynth.errors import ConfigError
 from oncosynth.study.config import parse_config
+from toy_data import squares
 
 CLASSES = ["benign", "malignant"]
 OFF = dict(flips=False, rot90=False, degrees=0, translate=0, scale=0, brightness=0, contrast=0, colour=0)
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def squares(n: int, seed: int, size: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    labels = torch.arange(n) % 2
-    images = torch.rand(n, 1, size, size, generator=g) * 0.5
-    q = size // 4
-    images[labels == 1, :, q : 3 * q, q : 3 * q] += 0.4
-    return (images * 255).to(torch.uint8), labels
 
 
 def backbone_input(model, x: torch.Tensor) -> torch.Tensor:

@@ -6,20 +6,13 @@ import torch
 
 from oncosynth.classifiers import TrainConfig, train_classifier
 from resume_helpers import same_start_resnet10t
-
-
-def _squares(n: int, seed: int, size: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    labels = torch.arange(n) % 2
-    images = torch.rand(n, 1, size, size, generator=g) * 0.5
-    images[labels == 1, :, 4:12, 4:12] += 0.4
-    return (images * 255).to(torch.uint8), labels
+from toy_data import squares
 
 
 def test_truncated_classifier_train_state_is_set_aside_and_training_restarts(tmp_path, caplog):
     torch.set_num_threads(1)
     config = TrainConfig(epochs=2, batch_size=16, lr=3e-3)
-    train, val = _squares(32, 0), _squares(16, 1)
+    train, val = squares(32, 0), squares(16, 1)
     fresh = same_start_resnet10t(16)
 
     straight = fresh()
