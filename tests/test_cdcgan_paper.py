@@ -11,12 +11,7 @@ from oncosynth.generators import create_generator
 from oncosynth.generators.cdcgan import ConditionalDCGAN, sigmoid_bce
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def built(size: int = 32, **options) -> ConditionalDCGAN:

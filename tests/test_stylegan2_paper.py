@@ -19,12 +19,7 @@ TINY = {"size": 32, "z_dim": 8, "w_dim": 8, "map_layers": 1, "d_map_layers": 1, 
         "channel_max": 8, "batch_size": 4}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def built(**options) -> StyleGAN2ADA:
