@@ -86,14 +86,14 @@ def test_registry_names_and_aliases():
 
 
 def test_every_generator_implements_the_whole_protocol():
-    # one protocol for all five: nothing abstract is left, and the step-wise hooks exist only on the
+    # one protocol for all six: nothing abstract is left, and the step-wise hooks exist only on the
     # step-trained models (the GANs and the diffusion model)
     import inspect
 
     from oncosynth.generators import Generator, generator_class
     from oncosynth.generators.gan import SteppedGAN
 
-    assert set(list_generators()) == {"cdcgan", "stylegan2-ada", "singan", "style-transfer", "ddpm"}
+    assert set(list_generators()) == {"cdcgan", "stylegan2-ada", "singan", "style-transfer", "style-transfer-gated", "ddpm"}
     for name in list_generators():
         cls = generator_class(name)
         assert issubclass(cls, Generator) and not inspect.isabstract(cls), name

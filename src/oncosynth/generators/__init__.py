@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 # Discovery: each import registers its generator(s) with the registry.
-from oncosynth.generators import cdcgan, ddpm, singan, style_transfer, stylegan2  # noqa: F401
+from oncosynth.generators import cdcgan, ddpm, gated_style, singan, style_transfer, stylegan2  # noqa: F401
 from oncosynth.generators.base import Generator
 from oncosynth.generators.export import write_samples
 from oncosynth.generators.registry import (create_generator, generator_class, latest_checkpoint, list_generators,
