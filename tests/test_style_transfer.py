@@ -233,6 +233,23 @@ def test_resume_skips_finished_pairs_and_continues_unfinished(phantom, anomaly_r
     assert all(stamps[n] == (out / n).stat().st_mtime_ns for n in images if n != lost["file"])
 
 
+def test_a_campaign_rerun_with_other_settings_is_refused_and_more_accepts_resume(phantom, tmp_path):
+    """Issue 16 (noticed): new trials made with other settings must not mix into a campaign's records."""
+    out = tmp_path / "run"
+    args = dict(content_class="benign", style_class="malignant", feature_net="random-cnn:0", schedule=SCHEDULE,
+                max_pairs=2, pairs_per_unit=2, progress=False, accept=1)
+    run_style_campaign(phantom, out, **args)
+    trials = {p.name: p.read_bytes() for p in (out / ".trials").iterdir()}
+    other = RetrySchedule(SCHEDULE.content_layers, SCHEDULE.steps, (5.0,), SCHEDULE.max_trials, SCHEDULE.baseline)
+    with pytest.raises(ConfigError, match=r"manifest.json: .*other settings \(schedule\)"):
+        run_style_campaign(phantom, out, **{**args, "schedule": other})
+    with pytest.raises(ConfigError, match=r"other settings \(seed\)"):
+        run_style_campaign(phantom, out, **{**args, "seed": 1})
+    assert {p.name: p.read_bytes() for p in (out / ".trials").iterdir()} == trials
+    more = run_style_campaign(phantom, out, **{**args, "accept": 10, "max_pairs": 3})  # asking for more resumes
+    assert more["pairs"] == 3
+
+
 @pytest.mark.parametrize("damage", ["{\"pairs\": {\"0\": {\"recor", "[]"])
 def test_damaged_trial_records_are_set_aside_and_their_pairs_run_again(phantom, tmp_path, caplog, damage):
     """Issue 16 item 4: a truncated or foreign trial file is named and renamed (never deleted, never

@@ -318,7 +318,6 @@ def run_style_campaign(data, out: str | Path, content_class: str = "benign", sty
             raise ConfigError(f"the classifier calls none of the {len(contents)} '{content_class}' images "
                               f"'{content_class}'; no pair can pass its gate")
     pairs = _pairs(eligible, styles, max_pairs, seed)
-    out.mkdir(parents=True, exist_ok=True)
     config = {"data": str(getattr(dataset, "root", data)), "split": split, "content_class": content_class,
               "style_class": style_class, "accept": accept, "feature_net": spec,
               "feature_net_name": transfer.features.name, "anomaly": str(anomaly) if anomaly else None,
@@ -328,6 +327,8 @@ def run_style_campaign(data, out: str | Path, content_class: str = "benign", sty
               "max_pairs": max_pairs, "pairs_per_unit": pairs_per_unit, "seed": seed, "device": dev,
               "content_check": content_check,
               "gates": [g for g, on in (("anomaly", an_gate), ("classifier", cls_gate)) if on]}
+    _check_same_settings(out, config)
+    out.mkdir(parents=True, exist_ok=True)
     if not config["gates"] and progress:
         print("warning: no --anomaly and no --classifier: every result is accepted unchecked", flush=True)
     job_base = {"out": str(out), "feature_net": spec, "anomaly": str(anomaly) if anomaly else None,
@@ -357,6 +358,29 @@ def run_style_campaign(data, out: str | Path, content_class: str = "benign", sty
             print(f"style transfer: {summary['pairs']} pairs, {summary['trials']} trials, "
                   f"{summary['accepted']}/{accept} accepted", flush=True)
     return summary
+
+
+# Settings a resumed campaign may change: how many images it wants and may try, and where it runs.
+RESUMABLE = ("accept", "max_pairs", "device")
+
+
+def _check_same_settings(out: Path, config: dict[str, Any]) -> None:
+    """A campaign resumed in ``out`` must keep the settings that made its trial records; otherwise
+    its new trials would mix with the old under one manifest."""
+    path = out / "manifest.json"
+    if not path.is_file():
+        return
+    try:
+        before = json.loads(path.read_text()).get("config")
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+        return  # rewritten from the trial records at the end of this run
+    if not isinstance(before, dict):
+        return
+    now = json.loads(json.dumps(config, default=str))  # compare as stored (tuples become lists)
+    changed = sorted(k for k in set(before) | set(now) if k not in RESUMABLE and before.get(k) != now.get(k))
+    if changed:
+        raise ConfigError(f"{path}: this folder holds a campaign made with other settings ({', '.join(changed)}); "
+                          f"use another --out, or the same settings to resume it")
 
 
 def _all_records(out: Path) -> list[dict[str, Any]]:
