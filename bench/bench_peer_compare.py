@@ -32,13 +32,14 @@ SHOWN = ("frd", "fid", "kid", "precision", "recall", "density", "coverage", "ms_
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--run", type=Path, action="append", required=True, help="generator run folder (repeatable)")
+    ap.add_argument("--run", type=Path, action="append", default=[], help="generator run folder (repeatable)")
     ap.add_argument("--encoder", type=Path, required=True, help="classifier/encoder checkpoint for FID")
     ap.add_argument("--n", type=int, default=150, help="images per class")
     ap.add_argument("--real", type=Path, default=SHARED / "cbis-ddsm-masses")
     ap.add_argument("--peer", type=Path, default=SHARED / "mcgan-synthetic-cbis-ddsm")
     ap.add_argument("--frd-images", type=int, default=None, help="FRD on at most this many images (default 2n)")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--skip-peer", action="store_true", help="score only the runs (e.g. the peer was scored before)")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "peer-compare.json")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -52,7 +53,8 @@ def main() -> None:
     real = load_dataset(args.real)
     peer = load_dataset(args.peer)
     take = min(2 * args.n, len(peer.records))
-    sets["peer"] = peer.subset(random.Random(0).sample(peer.records, take))
+    if not args.skip_peer:
+        sets["peer"] = peer.subset(random.Random(0).sample(peer.records, take))
     frd_images = args.frd_images or 2 * args.n
     results = {}
     for name, synthetic in sets.items():
