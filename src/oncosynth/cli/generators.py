@@ -13,7 +13,7 @@ from oncosynth.cli.app import app, executor_options
 
 @app.command("train-generator")
 def train_generator(
-    method: str = typer.Option(..., "--method", help="Generator: cdcgan (alias mcgan), stylegan2-ada, singan or ddpm."),
+    method: str = typer.Option(..., "--method", help="Generator: cdcgan (alias mcgan), stylegan2-ada, singan, ddpm, style-transfer or style-transfer-gated."),
     data: Path = typer.Option(..., "--data", help="Data set folder or file (its train split is used)."),
     out: Path = typer.Option(..., "--out", help="Run folder: checkpoints, sample grids, log, final model."),
     classes: Optional[list[str]] = typer.Option(None, "--classes", help="Classes to train on (repeat); default all."),
