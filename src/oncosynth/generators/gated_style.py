@@ -22,18 +22,14 @@ rejected, not on ``seed + i`` alone; the same ``(n, seed)`` always gives the sam
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
-
 import numpy as np
 import torch
 from torch import nn
 
-from oncosynth.errors import CheckpointError, ConfigError
+from oncosynth.errors import ConfigError
+from oncosynth.generators.base import Generator
 from oncosynth.generators.registry import register_generator
 from oncosynth.generators.style_transfer import StyleTransferGenerator
-
-HELD_OUT = 0.15  # share of the fitted images that sets the threshold and selects the gate classifier
 
 
 @register_generator("nst-gated")
@@ -60,14 +56,8 @@ class GatedStyleTransferGenerator(StyleTransferGenerator):
         return {"pool": self.pool, "autoencoder": self.autoencoder, "gate": self.gate}
 
     def load_state_tensors(self, tensors, where: str = "checkpoint") -> None:
-        super().load_state_tensors(tensors, where)  # the pool, whatever its shape
-        for prefix in ("autoencoder", "gate"):
-            own = {k[len(prefix) + 1:]: v for k, v in tensors.items() if k.startswith(prefix + ".")}
-            try:
-                getattr(self, prefix).load_state_dict(own, strict=True)
-            except RuntimeError as exc:
-                raise CheckpointError(f"{where}: weights of '{prefix}' do not fit the saved config "
-                                      f"({str(exc).splitlines()[0]})") from None
+        super().load_state_tensors(tensors, where)  # gives the pool its saved shape
+        Generator.load_state_tensors(self, tensors, where)  # then every network, strictly
 
     def schedule(self):
         from oncosynth.quality.campaign import RetrySchedule
@@ -81,7 +71,7 @@ class GatedStyleTransferGenerator(StyleTransferGenerator):
     def fit(self, data, run_folder, steps: int = 0, classes: list[str] | None = None, seed: int = 0,
             device: str = "cpu", allow_leakage: bool = False, **options) -> "GatedStyleTransferGenerator":
         from oncosynth.classifiers.train import TrainConfig, train_classifier
-        from oncosynth.quality.anomaly import AnomalyDetector, train_autoencoder
+        from oncosynth.quality.anomaly import AnomalyDetector, held_out_split, train_autoencoder
 
         if not 0 < float(self.config["cutoff"]) <= 1:
             raise ConfigError(f"{self.name}: cutoff must be in (0, 1], not {self.config['cutoff']}")
@@ -90,11 +80,9 @@ class GatedStyleTransferGenerator(StyleTransferGenerator):
             super().fit(data, run_folder, steps, classes, seed, device, allow_leakage, **options)
         self.transfer().features.check_layers(sorted(self.schedule().layers()))  # before the gates train
         images, labels = self.pool.images, self.pool.labels
-        order = torch.from_numpy(np.random.default_rng(seed).permutation(len(images)))
-        cut = max(1, int(round(HELD_OUT * len(images))))
-        if len(images) - cut < 2:
+        held, kept = (torch.from_numpy(i) for i in held_out_split(len(images), seed))  # as fit-anomaly holds out
+        if len(kept) < 2:
             raise ConfigError(f"{self.name}: {len(images)} images are too few to train the gates")
-        held, kept = order[:cut], order[cut:]
         model, _ = train_autoencoder(images[kept], self.size, self.channels,
                                      tuple(int(w) for w in self.config["anomaly_widths"]),
                                      int(self.config["anomaly_epochs"]), seed=seed, device=self.device)
@@ -107,7 +95,7 @@ class GatedStyleTransferGenerator(StyleTransferGenerator):
                                      lr=float(c["gate_lr"])),
                          seed=seed, device=self.device, positive=len(self.classes) - 1)
         self.manifest = {**self.manifest, "gates": {"anomaly_threshold": c["anomaly_threshold"],
-                                                    "fit_images": int(len(kept)), "held_out_images": int(cut)}}
+                                                    "fit_images": len(kept), "held_out_images": len(held)}}
         self.save(run_folder)
         return self
 
@@ -123,20 +111,21 @@ class GatedStyleTransferGenerator(StyleTransferGenerator):
         anomaly = AnomalyGate(AnomalyDetector(self.autoencoder, self.size, self.config["anomaly_threshold"]))
         classifier = ClassifierGate(self.gate, content_name, class_name, float(self.config["cutoff"]),
                                     device=self.device)
+        if n <= 0:
+            return torch.zeros(0, self.channels, self.size, self.size)
         contents = torch.nonzero(self.pool.labels == content_label).flatten()
         called, _ = classifier.content_ok(self.pool.images[contents])
         contents = contents[torch.from_numpy(np.asarray(called, dtype=bool))]
         styles = torch.nonzero(self.pool.labels == style_label).flatten()
-        if n <= 0:
-            return torch.zeros(0, self.channels, self.size, self.size)
         if len(contents) == 0 or len(styles) == 0:
             raise ConfigError(f"{self.name}: no '{content_name}' image the gate classifier calls "
-                                 f"'{content_name}', or no '{class_name}' image: no pair can pass")
+                              f"'{content_name}', or no '{class_name}' image: no pair can pass")
         schedule, budget = self.schedule(), int(self.config["max_pairs_per_image"]) * n
         accepted: dict[int, torch.Tensor] = {}
         pair = 0
         while len(accepted) < n and pair < budget:
-            wave = list(range(pair, min(budget, pair + max(1, min(batch_size, 2 * (n - len(accepted)))))))
+            # twice the missing images per wave: most pairs pass within a few trials
+            wave = list(range(pair, pair + min(batch_size, 2 * (n - len(accepted)), budget - pair)))
             pair = wave[-1] + 1
             picks = [np.random.default_rng([seed, p]) for p in wave]
             c_idx = torch.tensor([int(contents[r.integers(len(contents))]) for r in picks])
@@ -157,9 +146,9 @@ class GatedStyleTransferGenerator(StyleTransferGenerator):
                 pending = [k for j, k in enumerate(pending) if not ok[j]]
         if len(accepted) < n:
             raise ConfigError(f"{self.name}: only {len(accepted)} of {n} '{class_name}' images passed both "
-                                 f"gates after {pair} pairs of up to {schedule.max_trials} trials; lower 'cutoff' "
-                                 f"or raise 'max_pairs_per_image' (now {self.config['max_pairs_per_image']})")
+                              f"gates after {pair} pairs of up to {schedule.max_trials} trials; lower 'cutoff' "
+                              f"or raise 'max_pairs_per_image' (now {self.config['max_pairs_per_image']})")
         return torch.stack([accepted[p] for p in sorted(accepted)[:n]])
 
 
-__all__ = ["GatedStyleTransferGenerator", "HELD_OUT"]
+__all__ = ["GatedStyleTransferGenerator"]

@@ -185,6 +185,16 @@ def train_autoencoder(train_images: torch.Tensor, size: int, channels: int = 1,
     return model.eval(), history
 
 
+HELD_OUT = 0.15  # share of the training images that sets the threshold when there is no val split
+
+
+def held_out_split(n: int, seed: int, share: float = HELD_OUT) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded (held-out, kept) indices of ``n`` images: ``share`` of them (at least one) held out."""
+    order = np.random.default_rng(seed).permutation(n)
+    cut = max(1, int(round(share * n)))
+    return order[:cut], order[cut:]
+
+
 def fit_anomaly_detector(data: Any, out: str | Path | None = None, classes: list[str] | None = None,
                          size: int | None = None, channels: int | None = None, preset: str = "cpu",
                          widths: tuple[int, ...] | None = None, epochs: int = 10, batch_size: int = 16,
@@ -214,10 +224,8 @@ def fit_anomaly_detector(data: Any, out: str | Path | None = None, classes: list
     train = [r for r in records if r.split == "train"] or [r for r in records if r.split not in ("val", "test")]
     val = [r for r in records if r.split == "val"]
     if not val:
-        rng = np.random.default_rng(seed)
-        order = rng.permutation(len(train))
-        cut = max(1, int(round(0.15 * len(train))))
-        val, train = [train[i] for i in order[:cut]], [train[i] for i in order[cut:]]
+        held, kept = held_out_split(len(train), seed)
+        val, train = [train[i] for i in held], [train[i] for i in kept]
     train_images = load_images(train, size=size, channels=channels)
     size = size or int(train_images.shape[-1])
     channels = int(train_images.shape[1])
