@@ -69,7 +69,6 @@ def test_a_second_fit_with_the_same_seed_gives_the_same_generator(phantom, fitte
 
 
 def test_a_cutoff_no_image_can_reach_is_a_clear_error(fitted):
-    gen, _ = fitted
     strict = load_generator(fitted[1])
     strict.config.update(cutoff=1.0, max_pairs_per_image=1)
     with pytest.raises(ConfigError, match=r"only \d+ of 3 'malignant' images passed both gates after 3 pairs"):
@@ -98,7 +97,8 @@ def test_the_in_study_list_covers_every_registered_generator():
 
 @pytest.mark.parametrize("method", sorted(IN_STUDY))
 def test_every_generator_trains_inside_a_study_on_the_cells_records(method, phantom, tmp_path):
-    pytest.importorskip("monai") if method == "ddpm" else None
+    if method == "ddpm":
+        pytest.importorskip("monai")
     options, fit, steps = IN_STUDY[method]
     arm = {"name": f"real+{method}", "kind": "real+synthetic",
            "synthetic": {"train": {"method": method, "steps": steps, "options": options, "fit": fit},
