@@ -1,0 +1,81 @@
+"""Head-to-head ΔAUROC between two arms of a finished study (the study itself compares every arm with `real`).
+
+Pairs seed s of arm A with seed s of arm B at the same fraction, on the same test cases, and gives
+the same intervals as the study's rows: hierarchical bootstrap (seeds, then cases) as the headline,
+cases only in brackets, the per-seed differences and a two-sided bootstrap p.
+
+  PYTHONPATH=src .venv/bin/python bench/compare_arms.py bench/out/presets-cbis \
+      real+mcgan-cpu-60 real+peer --json bench/results/presets-cbis64-head-to-head.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import oncosynth.study.stats as stats
+from oncosynth.study.cells import read_predictions
+
+
+def _cells(out: Path, arm: str) -> dict[tuple[str, int], Path]:
+    """(fraction label, seed) -> cell folder, for the arm's non-DP cells (folder names: arm__nodp__fF__sS)."""
+    found = {}
+    for folder in (out / "cells").glob(f"{arm}__nodp__f*__s*"):
+        if folder.name.split("__")[0] != arm or not (folder / "metrics.json").is_file():
+            continue
+        fraction, seed = folder.name.split("__")[2][1:], int(folder.name.split("__")[3][1:])
+        found[(fraction, seed)] = folder
+    return found
+
+
+def compare(out: Path, arm_a: str, arm_b: str, resamples: int = 1000) -> list[dict]:
+    a, b = _cells(out, arm_a), _cells(out, arm_b)
+    if not a or not b:
+        raise SystemExit(f"{out}: no finished cells of arm '{arm_a if not a else arm_b}'")
+    first = next(iter(a.values()))
+    with open(first / "predictions_val.csv") as handle:  # header: uid, label, p_<class>...
+        classes = [column.removeprefix("p_") for column in handle.readline().strip().split(",")[2:]]
+    positive = classes.index("malignant") if "malignant" in classes else len(classes) - 1
+    tests = sorted(p.stem.removeprefix("predictions_") for p in first.glob("predictions_*.csv"))
+    rows = []
+    for test in tests:
+        if test == "val":
+            continue
+        for fraction in sorted({f for f, _ in a} & {f for f, _ in b}, key=float):
+            seeds = sorted({s for f, s in a if f == fraction} & {s for f, s in b if f == fraction})
+            labels, _ = read_predictions(a[(fraction, seeds[0])] / f"predictions_{test}.csv", classes)
+            probs_a = [read_predictions(a[(fraction, s)] / f"predictions_{test}.csv", classes)[1] for s in seeds]
+            probs_b = [read_predictions(b[(fraction, s)] / f"predictions_{test}.csv", classes)[1] for s in seeds]
+            index = stats.bootstrap_indices(len(labels), resamples, seed=0)
+            row = {"test_set": test, "fraction": float(fraction), "arm": arm_a, "against": arm_b, "seeds": seeds}
+            row.update(stats.paired_difference(labels, probs_a, probs_b, positive, index))
+            row.update(stats.hierarchical_difference(labels, probs_a, probs_b, positive, index,
+                                                     stats.seed_draws(len(seeds), resamples, seed=1)))
+            row["per_seed_delta"] = stats.per_seed_delta(labels, dict(zip(seeds, probs_a)),
+                                                         dict(zip(seeds, probs_b)), positive)
+            rows.append(row)
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("study_out", type=Path)
+    parser.add_argument("arm_a")
+    parser.add_argument("arm_b")
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args()
+    rows = compare(args.study_out, args.arm_a, args.arm_b)
+    if args.json is not None:
+        args.json.write_text(json.dumps(rows, indent=1))
+    print(f"| test | fraction | Δ AUROC {args.arm_a} − {args.arm_b} [hier. CI] (case-only CI) | p (hier.) | per seed |")
+    print("|---|---|---|---|---|")
+    for r in rows:
+        seeds = ", ".join(f"{v:+.3f}" for v in r["per_seed_delta"].values())
+        print(f"| {r['test_set']} | {r['fraction']:g} | {r['delta_auroc']:+.3f} [{r['delta_low_hier']:+.3f}, "
+              f"{r['delta_high_hier']:+.3f}] ([{r['delta_low']:+.3f}, {r['delta_high']:+.3f}]) | "
+              f"{r['p_hier']:.3f} | {seeds} |")
+
+
+if __name__ == "__main__":
+    main()
