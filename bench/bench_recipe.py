@@ -11,8 +11,8 @@ fixed reference, not a candidate that could be picked on test). BCDR-dev is neve
       --epochs 3 --backbone resnet10t --size 64
   PYTHONPATH=src .venv/bin/python bench/bench_recipe.py final --out /tmp/recipe --json bench/recipe_results.json
 
-The study's budget instead of epochs (``--steps 600 --eval-every 50 --batch-size 32``, what
-bench/study_protocol_cbis.yaml gives every arm), over several seeds: each (recipe, seed) trains
+The study's budget instead of epochs (``--steps 600 --eval-every 50``, with the batch size and lr
+of bench/study_protocol_cbis.yaml: what that study gives every arm), over several seeds: each (recipe, seed) trains
 into ``<out>/<recipe>/seed<N>``; ``final`` selects on the mean validation AUROC over seeds and
 scores every seed of the selected recipe and of the old default on the test sets.
 
@@ -49,8 +49,15 @@ RECIPES: dict[str, dict] = {
     "mammo-preset": {"recipe": "mammo"},  # the preset as it stands (EMA 0.99), for runs of hundreds of steps
     "percentile+robust-aug": {"normalise": "percentile", "augmentations": ROBUST_AUG},
 }
-# The study's optimiser settings for a step budget (bench/study_protocol_cbis.yaml: train).
-STUDY_BUDGET = {"batch_size": 32, "lr": 1e-3}
+# The study whose optimiser settings (batch size, lr) a step-budget run takes; --steps and
+# --eval-every still choose the budget itself.
+STUDY_CONFIG = ROOT / "bench" / "study_protocol_cbis.yaml"
+
+
+def _study_train() -> dict:
+    import yaml
+
+    return yaml.safe_load(STUDY_CONFIG.read_text())["train"]
 
 
 def _split(dataset, name, size):
@@ -66,7 +73,7 @@ def train(recipe: str, out: Path, epochs: int, backbone: str, size: int, seed: i
 
     torch.set_num_threads(1)
     dataset = load_dataset(CBIS)
-    budget = {"epochs": epochs} if steps is None else {"steps": steps, "eval_every": eval_every, **STUDY_BUDGET}
+    budget = {"epochs": epochs} if steps is None else {**_study_train(), "steps": steps, "eval_every": eval_every}
     config = TrainConfig(**budget, **RECIPES[recipe])
     folder = out / recipe if steps is None else out / recipe / f"seed{seed}"
     torch.manual_seed(seed)

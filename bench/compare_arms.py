@@ -14,18 +14,19 @@ import argparse
 import json
 from pathlib import Path
 
+import numpy as np
+
 import oncosynth.study.stats as stats
-from oncosynth.study.cells import read_predictions
+from oncosynth.study.cells import MARKER, read_marker, read_predictions
 
 
-def _cells(out: Path, arm: str) -> dict[tuple[str, int], Path]:
-    """(fraction label, seed) -> cell folder, for the arm's non-DP cells (folder names: arm__nodp__fF__sS)."""
+def _cells(out: Path, arm: str) -> dict[tuple[float, int], Path]:
+    """(fraction, seed) -> cell folder of the arm's finished non-DP cells, from each cell's own record."""
     found = {}
-    for folder in (out / "cells").glob(f"{arm}__nodp__f*__s*"):
-        if folder.name.split("__")[0] != arm or not (folder / "metrics.json").is_file():
-            continue
-        fraction, seed = folder.name.split("__")[2][1:], int(folder.name.split("__")[3][1:])
-        found[(fraction, seed)] = folder
+    for folder in (out / "cells").iterdir():
+        record = read_marker(folder / MARKER)
+        if record is not None and record["arm"] == arm and record["epsilon"] is None:
+            found[(record["fraction"], record["seed"])] = folder
     return found
 
 
@@ -42,18 +43,17 @@ def compare(out: Path, arm_a: str, arm_b: str, resamples: int = 1000) -> list[di
     for test in tests:
         if test == "val":
             continue
-        for fraction in sorted({f for f, _ in a} & {f for f, _ in b}, key=float):
-            seeds = sorted({s for f, s in a if f == fraction} & {s for f, s in b if f == fraction})
-            labels, _ = read_predictions(a[(fraction, seeds[0])] / f"predictions_{test}.csv", classes)
-            probs_a = [read_predictions(a[(fraction, s)] / f"predictions_{test}.csv", classes)[1] for s in seeds]
-            probs_b = [read_predictions(b[(fraction, s)] / f"predictions_{test}.csv", classes)[1] for s in seeds]
+        for fraction in sorted({f for f, _ in a} & {f for f, _ in b}):
+            def by_seed(cells: dict) -> dict[int, np.ndarray]:
+                return {s: read_predictions(folder / f"predictions_{test}.csv", classes)[1]
+                        for (f, s), folder in cells.items() if f == fraction}
+            labels, _ = read_predictions(next(c for (f, _), c in a.items() if f == fraction)
+                                         / f"predictions_{test}.csv", classes)
+            probs_a, probs_b = by_seed(a), by_seed(b)
             index = stats.bootstrap_indices(len(labels), resamples, seed=0)
-            row = {"test_set": test, "fraction": float(fraction), "arm": arm_a, "against": arm_b, "seeds": seeds}
-            row.update(stats.paired_difference(labels, probs_a, probs_b, positive, index))
-            row.update(stats.hierarchical_difference(labels, probs_a, probs_b, positive, index,
-                                                     stats.seed_draws(len(seeds), resamples, seed=1)))
-            row["per_seed_delta"] = stats.per_seed_delta(labels, dict(zip(seeds, probs_a)),
-                                                         dict(zip(seeds, probs_b)), positive)
+            row = {"test_set": test, "fraction": fraction, "arm": arm_a, "against": arm_b,
+                   "seeds": sorted(set(probs_a) & set(probs_b))}
+            row.update(stats.paired_comparison(labels, probs_a, probs_b, positive, index, resamples))
             rows.append(row)
     return rows
 

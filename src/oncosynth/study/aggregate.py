@@ -54,13 +54,8 @@ def aggregate(config: StudyConfig, records: list[dict], out: Path, classes: list
                     labels, list(by_seed.values()), positive, index, seed_index, metric)
             reference = _reference_key(config, groups, first, fraction)
             if reference is not None and reference != (variant, fraction):
-                ref_seeds = predictions[reference][1]
-                common = sorted(set(by_seed) & set(ref_seeds))
-                arm_probs, ref_probs = [by_seed[s] for s in common], [ref_seeds[s] for s in common]
-                row.update(stats.paired_difference(labels, arm_probs, ref_probs, positive, index))
-                row.update(stats.hierarchical_difference(labels, arm_probs, ref_probs, positive, index,
-                                                         stats.seed_draws(len(common), config.bootstrap, seed=1)))
-                row["per_seed_delta"] = stats.per_seed_delta(labels, by_seed, ref_seeds, positive)
+                row.update(stats.paired_comparison(labels, by_seed, predictions[reference][1], positive, index,
+                                                   config.bootstrap))
                 row["reference"] = reference[0]
             row.update(_budget(members))
             row.update(_origin(members))

@@ -151,6 +151,18 @@ def per_seed_delta(labels: np.ndarray, arm_by_seed: dict[int, np.ndarray], refer
             for s in sorted(set(arm_by_seed) & set(reference_by_seed))}
 
 
+def paired_comparison(labels: np.ndarray, arm_by_seed: dict[int, np.ndarray], reference_by_seed: dict[int, np.ndarray],
+                      positive: int, index: np.ndarray, resamples: int) -> dict:
+    """Everything a row says of arm against reference on their common seeds: the case-only and the
+    hierarchical ΔAUROC intervals with p-values, and the Δ of each seed."""
+    common = sorted(set(arm_by_seed) & set(reference_by_seed))
+    arm, ref = [arm_by_seed[s] for s in common], [reference_by_seed[s] for s in common]
+    row = paired_difference(labels, arm, ref, positive, index)
+    row.update(hierarchical_difference(labels, arm, ref, positive, index, seed_draws(len(common), resamples, seed=1)))
+    row["per_seed_delta"] = per_seed_delta(labels, arm_by_seed, reference_by_seed, positive)
+    return row
+
+
 def holm(p_values: list[float | None]) -> list[float | None]:
     """Holm's step-down adjustment of a family of p-values (None/NaN entries are left out and kept)."""
     present = [i for i, p in enumerate(p_values) if p is not None and not np.isnan(p)]
