@@ -214,3 +214,48 @@ def test_cli_pretrain_output_runs_in_a_study(phantom, tmp_path):
     assert result.exit_code == 0, result.output
     report = (tmp_path / "study" / "report.html").read_text()
     assert "initialised from simclr (self-supervised on data (train split" in report
+
+
+def test_normalise_is_what_the_backbone_learns_on_and_is_recorded(phantom, tmp_path):
+    """--normalise is not a label: the same seed learns other weights on per-image-stretched inputs."""
+    plain = backbone_of(pretrain(tiny(steps=2), tmp_path / "none", data=phantom, progress=False))
+    run = pretrain(tiny(steps=2, normalise="percentile"), tmp_path / "pct", data=phantom, progress=False)
+    stretched = backbone_of(run)
+    assert any(not torch.equal(plain[k], stretched[k]) for k in plain if plain[k].is_floating_point())
+    assert json.loads((run / "config.json").read_text())["input_norm"] == "percentile"
+    with pytest.raises(Exception, match="normalise"):
+        PretrainConfig(normalise="zscore")
+
+
+def _study_config(phantom: Path, run: Path):
+    from oncosynth.study.config import parse_config
+
+    return parse_config({"name": "t", "data": {"path": str(phantom), "size": SIZE, "channels": 1},
+                              "model": {"backbone": "resnet10t", "pretrained": str(run)},
+                              "train": {"epochs": 1}, "arms": [{"name": "real", "kind": "real"}],
+                              "fractions": [1.0], "seeds": [0]})
+
+
+def test_a_study_refuses_a_backbone_that_saw_held_out_images(phantom, tmp_path):
+    from oncosynth.study.inputs import prepare
+    from oncosynth.study.provenance import LeakError
+
+    from oncosynth.data import load_dataset
+
+    own_split = pretrain(tiny(steps=1), tmp_path / "own", data=phantom, progress=False)
+    prepare(_study_config(phantom, own_split), progress=False)  # its train split only: accepted
+    # The same data set by patient id: a record that names a test patient is refused.
+    manifest = json.loads((own_split / "manifest.json").read_text())
+    test_patient = load_dataset(phantom).split("test").records[0].patient
+    manifest["sources"][0]["patients"].append(test_patient)
+    (own_split / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(LeakError, match=f"1 patient\\(s\\) of the held-out 'test' set \\(e.g. {test_patient}"):
+        prepare(_study_config(phantom, own_split), progress=False)
+    # Another folder by file stem.
+    extra_test = tmp_path / "extra"
+    extra_test.mkdir()
+    for path in sorted(phantom.glob("test/*/*.png"))[:3]:
+        (extra_test / path.name).write_bytes(path.read_bytes())
+    leaky = pretrain(tiny(steps=1), tmp_path / "leaky", data=phantom, extra_unlabelled=[extra_test], progress=False)
+    with pytest.raises(LeakError, match="model.pretrained .* 3 image\\(s\\) named like the held-out 'test' set"):
+        prepare(_study_config(phantom, leaky), progress=False)

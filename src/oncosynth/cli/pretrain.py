@@ -27,6 +27,9 @@ def pretrain(
     batch_size: int = typer.Option(128, "--batch-size"),
     lr: float = typer.Option(1e-3, "--lr"),
     seed: int = typer.Option(0, "--seed"),
+    normalise: str = typer.Option("none", "--normalise",
+                                  help="none | standardise | percentile: per-image input normalisation; "
+                                       "use the study's train.normalise."),
     options: str = typer.Option("{}", "--options", help='Method options as JSON, e.g. \'{"temperature": 0.1}\'.'),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N"),
 ) -> None:
@@ -40,7 +43,7 @@ def pretrain(
     except json.JSONDecodeError as exc:
         raise ConfigError(f"--options: not JSON ({exc})") from None
     config = make_config(method=method, backbone=backbone, size=size, steps=steps, batch_size=batch_size,
-                         lr=lr, seed=seed, options=method_options)
+                         lr=lr, seed=seed, normalise=normalise, options=method_options)
     run = run_pretrain(config, out, data=data, extra_unlabelled=list(extra_unlabelled),
                        device=resolve_device(device))
     typer.echo(f"pretrained backbone written to {run} (use it as model.pretrained: {run})")

@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 from oncosynth.checkpoint import CONFIG, MANIFEST, WEIGHTS, load_checkpoint, save_checkpoint
 from oncosynth.classifiers.model import create_classifier
+from oncosynth.classifiers.normalise import InputNorm
 from oncosynth.errors import CheckpointError, ConfigError
 from oncosynth.io import atomic_write, check_output_folder, cut_log, set_aside, write_json
 from oncosynth.pretrain.data import gather_images
@@ -53,6 +54,9 @@ class PretrainConfig(BaseModel):
     checkpoint_every: int = Field(200, ge=1)
     log_every: int = Field(20, ge=1)
     phantom_images: int = Field(2000, ge=10, description="phantom-supervised without --data")
+    # The classifier that fine-tunes the backbone should normalise its inputs the same way
+    # (train.normalise): features learned on raw grey levels see other inputs after a per-image stretch.
+    normalise: InputNorm = Field("none", description="per-image input normalisation, as the classifier's")
     options: dict[str, Any] = Field(default_factory=dict, description="method options, e.g. temperature")
     views: ViewConfig = ViewConfig()
 
@@ -154,6 +158,7 @@ def pretrain(config: PretrainConfig, out: str | Path, data: str | Path | None = 
     channels = pool.images.shape[1]
     model = create_classifier(config.backbone, in_chans=channels, num_classes=max(2, len(pool.classes)),
                               img_size=config.size, classes=None if not supervised else pool.classes)
+    model.set_input_handling(config.normalise)
     method = create_method(config.method, model, config.steps, config.views, **config.options).to(device)
     trainable = [p for p in method.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay)
@@ -206,7 +211,8 @@ def pretrain(config: PretrainConfig, out: str | Path, data: str | Path | None = 
 
     tensors = {f"backbone.{k}": v for k, v in method.backbone.state_dict().items()}
     checkpoint_config = {"kind": KIND, "backbone": config.backbone, "in_chans": channels,
-                         "img_size": config.size, "method": config.method, "steps": config.steps}
+                         "img_size": config.size, "method": config.method, "steps": config.steps,
+                         "input_norm": config.normalise}
     manifest = make_manifest(KIND, settings, seed=config.seed, data_hash=data_hash, sources=pool.sources)
     save_checkpoint(out, tensors, checkpoint_config, manifest)
     return out

@@ -22,6 +22,7 @@ from torch import nn
 
 from oncosynth.classifiers.augment import AugmentConfig, augment_batch
 from oncosynth.classifiers.model import Classifier
+from oncosynth.classifiers.normalise import normalise_input
 from oncosynth.errors import ConfigError
 from oncosynth.pretrain.views import ViewConfig, random_view
 
@@ -209,7 +210,8 @@ class MAE(PretrainMethod):
         from lightly.models import utils
 
         x = random_view(images, self.views.model_copy(update={"crop_scale": (0.5, 1.0)}), generator)
-        x = (x - self.model.mean) / self.model.std
+        m = self.model  # the classifier's own input normalisation, so fine-tuning sees the same inputs
+        x = normalise_input(x, m.input_norm, m.mean, m.std, m.percentiles)
         n = x.shape[0]
         sequence = self.encoder.sequence_length
         visible, masked = utils.random_token_mask(size=(n, sequence), mask_ratio=self.options["mask_ratio"],

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -21,7 +22,7 @@ from oncosynth.data.splits import guard_leakage
 from oncosynth.errors import ConfigError, DataError
 from oncosynth.runtime.manifest import hash_strings
 from oncosynth.study.config import ArmConfig, StudyConfig
-from oncosynth.study.provenance import check_held_out, source_training_data
+from oncosynth.study.provenance import check_backbone_held_out, check_held_out, source_training_data
 
 MAIN_TEST = "test"
 
@@ -127,9 +128,13 @@ def prepare(config: StudyConfig, progress: bool = True) -> Prepared:
             if arm.synthetic.train is None:
                 seen = source_training_data(arm.synthetic.folder, arm.synthetic.manifest,
                                             getattr(synthetic[arm.name].get("generator"), "manifest", None))
-                check_held_out(seen, dataset.records, held_out, f"arm '{arm.name}'",
+                check_held_out(seen, dataset.records, held_out, f"arm '{arm.name}': its generator",
                                same_patients=(data.val_split, data.test_split))
                 synthetic[arm.name]["training_data"] = seen
+
+    if config.model.pretrained not in (None, "timm"):
+        check_backbone_held_out(Path(config.model.pretrained), data.path, dataset.records, held_out,
+                                same_patients=(data.val_split, data.test_split))
 
     size, channels = data.size, data.channels
     train_images, train_labels = cached_tensors(train, size, channels, progress=progress)

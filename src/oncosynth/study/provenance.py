@@ -28,7 +28,8 @@ from typing import Any, Iterable
 from oncosynth.data.lineage import describe_records, image_name
 from oncosynth.errors import ConfigError
 
-__all__ = ["LeakError", "Provenance", "TrainingData", "cell_provenance", "check_held_out", "describe_records",
+__all__ = ["LeakError", "Provenance", "TrainingData", "cell_provenance", "check_backbone_held_out", "check_held_out",
+           "describe_records",
            "image_name", "in_study_provenance", "parse_training_data", "read_training_data",
            "source_training_data"]
 
@@ -168,9 +169,36 @@ def check_held_out(data: TrainingData | None, study_records: list[Any], held_out
         if not hits and name in same_patients:
             hits, unit = sorted(patients & {r.patient for r in records}), "patient(s)"
         if hits:
-            raise LeakError(f"{what}: its generator was trained on {len(hits)} {unit} of the held-out "
-                            f"'{name}' set (e.g. {hits[0]}); a generator that saw validation or test data "
-                            "cannot be used in a study")
+            raise LeakError(f"{what} was trained on {len(hits)} {unit} of the held-out "
+                            f"'{name}' set (e.g. {hits[0]}); a generator or backbone that saw validation or "
+                            "test data cannot be used in a study")
+
+
+def check_backbone_held_out(run: Path, data_root: str, study_records: list[Any],
+                            held_out: dict[str, list[Any]], same_patients: Iterable[str]) -> None:
+    """Refuse a pretrained backbone (``oncosynth pretrain``) that learned from held-out images.
+
+    Sources from the study's own data set are matched by patient id; every other source (an
+    unlabelled folder, another data set) by file stem, since patient ids of other sets may collide.
+    Weights that are not a pretrain run (timm, a plain file) carry no record and pass.
+    """
+    manifest = read_manifest_file(run / "manifest.json") if run.is_dir() else None
+    if not manifest or manifest.get("kind") != "pretrained-backbone":
+        return
+    own, patients, stems = Path(data_root).resolve(), set(), set()
+    for source in manifest.get("sources", []):
+        path = source.get("path", "")
+        same_set = bool(path) and Path(path).resolve() == own
+        (patients if same_set else stems).update(source.get("patients", []))
+    what = f"model.pretrained ({run})"
+    if patients:
+        check_held_out(TrainingData(patients=patients), study_records, held_out, what, same_patients)
+    for name, records in held_out.items():
+        hits = sorted(stems & {Path(image_name(r.uid)).stem for r in records})
+        if hits:
+            raise LeakError(f"{what} was trained on {len(hits)} image(s) named like the held-out '{name}' set "
+                            f"(e.g. {hits[0]}); a backbone that saw validation or test data cannot be used "
+                            "in a study")
 
 
 def cell_provenance(data: TrainingData | None, cell_records: list[Any], train_records: list[Any],
