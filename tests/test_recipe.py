@@ -274,15 +274,16 @@ def test_training_steps_along_the_one_cycle_schedule():
 
 # -------------------------------------------------------------- presets ----
 def test_presets_set_their_options_and_explicit_settings_win():
-    mammo = TrainConfig(recipe="mammo")
-    assert mammo.normalise == "standardise" and mammo.tta and mammo.ema == 0.99 and mammo.schedule == "one-cycle"
-    assert mammo.augmentations.crop_scale == PRESETS["mammo"]["augmentations"]["crop_scale"]
-    assert mammo.augmentations.colour == 0 and mammo.augmentations.degrees == 0
+    mammo = TrainConfig(recipe="mammo")  # the validation winner: percentile normalisation, else the default
+    assert mammo.model_dump(exclude={"recipe", "normalise"}) == TrainConfig().model_dump(exclude={"recipe", "normalise"})
+    assert mammo.normalise == "percentile"
     histo = TrainConfig(recipe="histo")
-    assert histo.augmentations.colour > 0 and histo.augmentations.elastic > 0
-    custom = TrainConfig(recipe="mammo", ema=None, augmentations={"noise": 0.0}, lr=3e-4)
-    assert custom.ema is None and custom.augmentations.noise == 0 and custom.augmentations.gamma == 0.3
-    assert custom.lr == 3e-4 and custom.recipe == "mammo"
+    assert histo.normalise == "standardise" and histo.tta and histo.ema == 0.99 and histo.schedule == "one-cycle"
+    assert histo.augmentations.crop_scale == PRESETS["histo"]["augmentations"]["crop_scale"]
+    assert histo.augmentations.colour > 0 and histo.augmentations.elastic > 0 and histo.augmentations.degrees == 0
+    custom = TrainConfig(recipe="histo", ema=None, augmentations={"noise": 0.0}, lr=3e-4)
+    assert custom.ema is None and custom.augmentations.noise == 0 and custom.augmentations.gamma == 0.2
+    assert custom.lr == 3e-4 and custom.recipe == "histo"
     default = TrainConfig()
     assert default.normalise == "none" and not default.tta and default.ema is None and default.mixup == 0
     assert default.schedule == "warmup-cosine" and default.augmentations == AugmentConfig()
@@ -290,9 +291,22 @@ def test_presets_set_their_options_and_explicit_settings_win():
 
 def test_study_config_takes_a_recipe_and_rejects_unknown_ones():
     base = {"data": {"path": "x"}, "arms": [{"name": "real", "kind": "real"}]}
-    config = parse_config({**base, "train": {"recipe": "mammo", "epochs": 3}})
+    config = parse_config({**base, "train": {"recipe": "histo", "epochs": 3}})
     assert config.train.normalise == "standardise" and config.train.epochs == 3
     with pytest.raises(ConfigError, match="recipe"):
         parse_config({**base, "train": {"recipe": "imagenet"}})
     with pytest.raises(ConfigError, match="percentiles"):
         parse_config({**base, "train": {"normalise": "percentile", "percentiles": [99, 1]}})
+
+
+def test_a_grey_study_defaults_to_the_mammo_recipe_and_null_keeps_the_old_one():
+    base = {"data": {"path": "x"}, "arms": [{"name": "real", "kind": "real"}]}
+    grey = parse_config({**base, "train": {"epochs": 3}})
+    assert grey.train.recipe == "mammo" and grey.train.normalise == "percentile" and grey.train.epochs == 3
+    assert parse_config(base).train.recipe == "mammo"  # no train block at all
+    old = parse_config({**base, "train": {"recipe": None}})
+    assert old.train.recipe is None and old.train.normalise == "none"
+    explicit = parse_config({**base, "train": {"normalise": "standardise"}})  # explicit keys beside it win
+    assert explicit.train.recipe == "mammo" and explicit.train.normalise == "standardise"
+    rgb = parse_config({**base, "data": {"path": "x", "channels": 3}})
+    assert rgb.train.recipe is None and rgb.train.normalise == "none"

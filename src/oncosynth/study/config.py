@@ -23,7 +23,7 @@ Example (every key is optional unless marked)::
     fractions: [0.1, 1.0]
     seeds: [0, 1, 2]
 
-Classifier recipe (``train:``; all off by default, so the default trains as it always did):
+Classifier recipe (``train:``):
 ``normalise: none|standardise|percentile`` (per image, kept in the classifier checkpoint),
 ``augmentations: {crop_scale, elastic, gamma, contrast, brightness, blur, noise, ...}``,
 ``mixup``/``cutmix`` (Beta alphas) with ``mix_prob``, ``ema`` (decay; the average is what is
@@ -33,13 +33,14 @@ Presets set several at once; explicit keys beside them win::
     train: {recipe: mammo}    # 1-channel mammography patches
     train: {recipe: histo}    # RGB histopathology patches
 
-- ``mammo``: per-image standardisation; flips, 90° turns, random resized crop (area >= 0.75),
-  no rotation/shift/zoom; gamma 0.3, contrast 0.2, brightness 0.1; blur sigma <= 1 px,
-  noise std <= 0.02; EMA 0.99; flip TTA; one-cycle LR.
-- ``histo``: the same with crop area >= 0.6, elastic 0.02 and colour gain 0.1.
+- ``mammo``: per-image percentile normalisation, the rest as the old default. **The default for
+  1-channel studies** that name no ``recipe`` (``recipe: null``: the old default); it won the
+  validation-only recipe search (bench/RESULTS.md, "Classifier recipe").
+- ``histo``: per-image standardisation, flips, 90° turns, random resized crop (area >= 0.6),
+  elastic 0.02, colour gain 0.1, gamma/contrast/brightness, blur, noise, EMA 0.99, flip TTA,
+  one-cycle. Opt-in; RGB studies keep the old default until it is validated on PCam.
 
-The default stays the old recipe: the presets are not yet shown to beat it on CBIS-DDSM
-validation (bench/RESULTS.md, "classifier recipe"). Details: ``oncosynth.classifiers.recipe``.
+Details: ``oncosynth.classifiers.recipe``.
 """
 
 from __future__ import annotations
@@ -53,6 +54,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from oncosynth.classifiers.train import TrainConfig
 from oncosynth.errors import ConfigError
+
+DEFAULT_GREY_RECIPE = "mammo"  # the validation winner for 1-channel patches (bench/RESULTS.md, issue 18)
 
 
 
@@ -239,11 +242,21 @@ def load_config(path: str | Path) -> StudyConfig:
     return parse_config(raw, base=path.parent, source=str(path))
 
 
+def _with_default_recipe(raw: dict) -> dict:
+    """Grey (mammography) studies train with the ``mammo`` recipe unless ``train.recipe`` is given;
+    ``recipe: null`` keeps the old default. RGB studies keep the old default (``histo`` is opt-in)."""
+    data, train = raw.get("data"), raw.get("train", {})
+    channels = data.get("channels", 1) if isinstance(data, dict) else None
+    if channels != 1 or not isinstance(train, dict) or "recipe" in train:
+        return raw
+    return {**raw, "train": {**train, "recipe": DEFAULT_GREY_RECIPE}}
+
+
 def parse_config(raw: dict, base: str | Path = ".", source: str = "study config") -> StudyConfig:
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: expected a mapping at the top level")
     try:
-        config = StudyConfig.model_validate(raw)
+        config = StudyConfig.model_validate(_with_default_recipe(raw))
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or '(top)'}: {e['msg']}" for e in exc.errors())
         raise ConfigError(f"{source}: {problems}") from None
