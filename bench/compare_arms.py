@@ -6,6 +6,9 @@ cases only in brackets, the per-seed differences and a two-sided bootstrap p.
 
   PYTHONPATH=src .venv/bin/python bench/compare_arms.py bench/out/presets-cbis \
       real+mcgan-cpu-60 real+peer --json bench/results/presets-cbis64-head-to-head.json
+
+Arm B may come from another study on the same data (``--against-study``), e.g. one initialisation
+against another: the test cases must then be the same, in the same order (checked by uid).
 """
 
 from __future__ import annotations
@@ -30,10 +33,16 @@ def _cells(out: Path, arm: str) -> dict[tuple[float, int], Path]:
     return found
 
 
-def compare(out: Path, arm_a: str, arm_b: str, resamples: int = 1000) -> list[dict]:
-    a, b = _cells(out, arm_a), _cells(out, arm_b)
+def _uids(path: Path) -> list[str]:
+    with open(path) as handle:
+        return [line.split(",", 1)[0] for line in handle.readlines()[1:]]
+
+
+def compare(out: Path, arm_a: str, arm_b: str, resamples: int = 1000, out_b: Path | None = None) -> list[dict]:
+    out_b = out if out_b is None else out_b
+    a, b = _cells(out, arm_a), _cells(out_b, arm_b)
     if not a or not b:
-        raise SystemExit(f"{out}: no finished cells of arm '{arm_a if not a else arm_b}'")
+        raise SystemExit(f"{out if not a else out_b}: no finished cells of arm '{arm_a if not a else arm_b}'")
     first = next(iter(a.values()))
     with open(first / "predictions_val.csv") as handle:  # header: uid, label, p_<class>...
         classes = [column.removeprefix("p_") for column in handle.readline().strip().split(",")[2:]]
@@ -47,8 +56,11 @@ def compare(out: Path, arm_a: str, arm_b: str, resamples: int = 1000) -> list[di
             def by_seed(cells: dict) -> dict[int, np.ndarray]:
                 return {s: read_predictions(folder / f"predictions_{test}.csv", classes)[1]
                         for (f, s), folder in cells.items() if f == fraction}
-            labels, _ = read_predictions(next(c for (f, _), c in a.items() if f == fraction)
-                                         / f"predictions_{test}.csv", classes)
+            first_a = next(c for (f, _), c in a.items() if f == fraction) / f"predictions_{test}.csv"
+            first_b = next(c for (f, _), c in b.items() if f == fraction) / f"predictions_{test}.csv"
+            if _uids(first_a) != _uids(first_b):
+                raise SystemExit(f"{first_a} and {first_b}: not the same test cases; cannot pair them")
+            labels, _ = read_predictions(first_a, classes)
             probs_a, probs_b = by_seed(a), by_seed(b)
             index = stats.bootstrap_indices(len(labels), resamples, seed=0)
             row = {"test_set": test, "fraction": fraction, "arm": arm_a, "against": arm_b,
@@ -63,9 +75,10 @@ def main() -> None:
     parser.add_argument("study_out", type=Path)
     parser.add_argument("arm_a")
     parser.add_argument("arm_b")
+    parser.add_argument("--against-study", type=Path, default=None, help="arm_b's study folder (default: study_out)")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
-    rows = compare(args.study_out, args.arm_a, args.arm_b)
+    rows = compare(args.study_out, args.arm_a, args.arm_b, out_b=args.against_study)
     if args.json is not None:
         args.json.write_text(json.dumps(rows, indent=1))
     print(f"| test | fraction | Δ AUROC {args.arm_a} − {args.arm_b} [hier. CI] (case-only CI) | p (hier.) | per seed |")
