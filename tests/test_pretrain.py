@@ -55,6 +55,9 @@ def test_pretraining_changes_the_weights_and_loads_into_a_classifier(method, pha
     assert loaded.config["pretrained"] == str(run)
     rows = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2, 3, 4]
+    cpu = [r["cpu_seconds"] for r in rows]  # the budget a benchmark reports, whatever the machine's load
+    assert cpu == sorted(cpu) and cpu[0] > 0
+    assert json.loads((run / "config.json").read_text())["cpu_seconds"] >= round(cpu[-1], 1) - 0.1
     manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["kind"] == "pretrained-backbone"
     if method != "phantom-supervised":

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from pathlib import Path
 from typing import Any
 
@@ -116,7 +117,7 @@ def _finished(out: Path, settings: dict) -> bool:
     return True
 
 
-_STATE_KEYS = ("method", "optimizer", "scheduler", "generator", "torch_rng", "step")
+_STATE_KEYS = ("method", "optimizer", "scheduler", "generator", "torch_rng", "step")  # cpu_seconds: optional
 
 
 def _load_state(path: Path) -> dict | None:
@@ -166,7 +167,7 @@ def pretrain(config: PretrainConfig, out: str | Path, data: str | Path | None = 
         optimizer, lambda s: _lr_factor(s, config.steps, config.warmup_steps))
     generator = torch.Generator().manual_seed(config.seed)
 
-    step = 0
+    step, cpu_before = 0, 0.0  # CPU seconds of earlier sessions of this run (a resume adds to them)
     state = _load_state(out / STATE)
     if state is not None:
         method.load_state_dict(state["method"])
@@ -175,6 +176,8 @@ def pretrain(config: PretrainConfig, out: str | Path, data: str | Path | None = 
         generator.set_state(state["generator"])
         torch.set_rng_state(state["torch_rng"])
         step = int(state["step"])
+        cpu_before = float(state.get("cpu_seconds", 0.0))
+    cpu_start = time.process_time()
     cut_log(out / LOG, step)  # steps after the resume state are logged again
 
     method.train()
@@ -201,18 +204,21 @@ def pretrain(config: PretrainConfig, out: str | Path, data: str | Path | None = 
         if step % config.log_every == 0 or step == config.steps:
             bar.set_postfix(loss=f"{value:.4f}")
             with open(out / LOG, "a") as handle:
-                handle.write(json.dumps({"step": step, "loss": value, "lr": scheduler.get_last_lr()[0]}) + "\n")
+                handle.write(json.dumps({"step": step, "loss": value, "lr": scheduler.get_last_lr()[0],
+                                         "cpu_seconds": cpu_before + time.process_time() - cpu_start}) + "\n")
         if step % config.checkpoint_every == 0 or step == config.steps:
             with atomic_write(out / STATE) as handle:
                 torch.save({"method": method.state_dict(), "optimizer": optimizer.state_dict(),
                             "scheduler": scheduler.state_dict(), "generator": generator.get_state(),
-                            "torch_rng": torch.get_rng_state(), "step": step}, handle)
+                            "torch_rng": torch.get_rng_state(), "step": step,
+                            "cpu_seconds": cpu_before + time.process_time() - cpu_start}, handle)
     bar.close()
 
     tensors = {f"backbone.{k}": v for k, v in method.backbone.state_dict().items()}
     checkpoint_config = {"kind": KIND, "backbone": config.backbone, "in_chans": channels,
                          "img_size": config.size, "method": config.method, "steps": config.steps,
-                         "input_norm": config.normalise}
+                         "input_norm": config.normalise,
+                         "cpu_seconds": round(cpu_before + time.process_time() - cpu_start, 1)}
     manifest = make_manifest(KIND, settings, seed=config.seed, data_hash=data_hash, sources=pool.sources)
     save_checkpoint(out, tensors, checkpoint_config, manifest)
     return out
