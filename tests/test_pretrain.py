@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 from pathlib import Path
 
@@ -217,6 +218,7 @@ def test_cli_pretrain_output_runs_in_a_study(phantom, tmp_path):
     assert result.exit_code == 0, result.output
     report = (tmp_path / "study" / "report.html").read_text()
     assert "initialised from simclr (self-supervised on data (train split" in report
+    assert "recipe 'mammo' (input normalisation percentile)" in html.unescape(report)  # the grey default, named
 
 
 def test_normalise_is_what_the_backbone_learns_on_and_is_recorded(phantom, tmp_path):

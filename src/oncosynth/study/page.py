@@ -211,6 +211,17 @@ def _length(config: StudyConfig) -> str:
                                                 if train.patience else "")
 
 
+def _recipe(train) -> str:
+    """The classifier recipe in words: the preset and the options that differ from the old default."""
+    parts = [f"input normalisation {train.normalise}"] if train.normalise != "none" else []
+    parts += [f"EMA {train.ema}"] if train.ema is not None else []
+    parts += ["flip TTA"] if train.tta else []
+    parts += [f"mixup {train.mixup} / CutMix {train.cutmix}"] if train.mixup or train.cutmix else []
+    parts += ["one-cycle"] if train.schedule == "one-cycle" else []
+    name = f"'{train.recipe}'" if train.recipe else "the old default"
+    return f"recipe {name}" + (f" ({', '.join(parts)})" if parts else "")
+
+
 def write_report(path: Path, config: StudyConfig, prepared: Prepared, records: list[dict],
                  rows: list[dict], out: Path) -> Path:
     classes, positive = prepared.classes, prepared.positive
@@ -222,6 +233,7 @@ def write_report(path: Path, config: StudyConfig, prepared: Prepared, records: l
                   f", initialised from {initialisation_of(config.model.pretrained)}"
                   f"{', frozen backbone' if config.model.freeze_backbone else ''}. "
                   f"Training: {_length(config)}, batch {config.train.batch_size}, lr {config.train.lr}, "
+                  f"{_recipe(config.train)}, "
                   f"selection on validation {config.train.select_on.upper()}."),
         paragraph(f"{len(records)} cell{'s' if len(records) != 1 else ''}: arms {[a.name for a in config.arms]} × fractions {config.fractions} × "
                   f"seeds {config.seeds}" + (f" × DP ε {config.dp.epsilons} (δ={config.dp.delta:g}, "
