@@ -31,7 +31,7 @@ def _real_cells(out: Path, fraction: float) -> list[dict]:
 
 def _pretraining(out: Path) -> tuple[str, float | None]:
     manifest = json.loads((out / "results.json").read_text())["manifest"] if (out / "results.json").is_file() else {}
-    pretrained = (manifest.get("settings") or manifest.get("config") or {}).get("model", {}).get("pretrained")
+    pretrained = manifest.get("config", {}).get("model", {}).get("pretrained")
     cpu = None
     if pretrained and (Path(pretrained) / "config.json").is_file():
         cpu = json.loads((Path(pretrained) / "config.json").read_text()).get("cpu_seconds")

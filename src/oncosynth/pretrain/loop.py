@@ -178,6 +178,9 @@ def pretrain(config: PretrainConfig, out: str | Path, data: str | Path | None = 
         step = int(state["step"])
         cpu_before = float(state.get("cpu_seconds", 0.0))
     cpu_start = time.process_time()
+
+    def cpu_seconds() -> float:
+        return cpu_before + time.process_time() - cpu_start
     cut_log(out / LOG, step)  # steps after the resume state are logged again
 
     method.train()
@@ -205,20 +208,20 @@ def pretrain(config: PretrainConfig, out: str | Path, data: str | Path | None = 
             bar.set_postfix(loss=f"{value:.4f}")
             with open(out / LOG, "a") as handle:
                 handle.write(json.dumps({"step": step, "loss": value, "lr": scheduler.get_last_lr()[0],
-                                         "cpu_seconds": cpu_before + time.process_time() - cpu_start}) + "\n")
+                                         "cpu_seconds": cpu_seconds()}) + "\n")
         if step % config.checkpoint_every == 0 or step == config.steps:
             with atomic_write(out / STATE) as handle:
                 torch.save({"method": method.state_dict(), "optimizer": optimizer.state_dict(),
                             "scheduler": scheduler.state_dict(), "generator": generator.get_state(),
                             "torch_rng": torch.get_rng_state(), "step": step,
-                            "cpu_seconds": cpu_before + time.process_time() - cpu_start}, handle)
+                            "cpu_seconds": cpu_seconds()}, handle)
     bar.close()
 
     tensors = {f"backbone.{k}": v for k, v in method.backbone.state_dict().items()}
     checkpoint_config = {"kind": KIND, "backbone": config.backbone, "in_chans": channels,
                          "img_size": config.size, "method": config.method, "steps": config.steps,
                          "input_norm": config.normalise,
-                         "cpu_seconds": round(cpu_before + time.process_time() - cpu_start, 1)}
+                         "cpu_seconds": round(cpu_seconds(), 1)}
     manifest = make_manifest(KIND, settings, seed=config.seed, data_hash=data_hash, sources=pool.sources)
     save_checkpoint(out, tensors, checkpoint_config, manifest)
     return out
