@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import html
 import json
+import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -38,6 +40,22 @@ def tiny(method: str = "simclr", **changes) -> PretrainConfig:
 
 def backbone_of(run: Path) -> dict[str, torch.Tensor]:
     return {k[len("backbone."):]: v for k, v in load_file(run / "weights.safetensors").items()}
+
+
+def dying_at_step_3(create_method):
+    """``create_method`` whose methods raise KeyboardInterrupt at step 3, as a kill would."""
+    def create(*args, **kwargs):
+        method = create_method(*args, **kwargs)
+        original = method.loss
+
+        def loss(images, labels, generator, step):
+            if step == 3:
+                raise KeyboardInterrupt("killed")
+            return original(images, labels, generator, step)
+
+        method.loss = loss
+        return method
+    return create
 
 
 @pytest.mark.parametrize("method", ["simclr", "byol", "dino", "phantom-supervised"])
@@ -79,30 +97,29 @@ def test_mae_pretrains_a_vision_transformer(phantom, tmp_path):
 def test_a_killed_run_resumes_to_the_same_weights(phantom, tmp_path, monkeypatch):
     straight = pretrain(tiny("byol"), tmp_path / "straight", data=phantom, progress=False)
 
-    real_create = pretrain_loop.create_method
-
-    def dies_at_step_3(*args, **kwargs):
-        method = real_create(*args, **kwargs)
-        original = method.loss
-
-        def loss(images, labels, generator, step):
-            if step == 3:
-                raise KeyboardInterrupt("killed")
-            return original(images, labels, generator, step)
-
-        method.loss = loss
-        return method
-
-    monkeypatch.setattr(pretrain_loop, "create_method", dies_at_step_3)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(KeyboardInterrupt), monkeypatch.context() as patch:
+        patch.setattr(pretrain_loop, "create_method", dying_at_step_3(pretrain_loop.create_method))
         pretrain(tiny("byol"), tmp_path / "resumed", data=phantom, progress=False)
     assert not (tmp_path / "resumed" / "config.json").exists()
-    monkeypatch.setattr(pretrain_loop, "create_method", real_create)
     resumed = pretrain(tiny("byol"), tmp_path / "resumed", data=phantom, progress=False)
     a, b = backbone_of(straight), backbone_of(resumed)
     assert all(torch.equal(a[k], b[k]) for k in a)
     steps = [json.loads(line)["step"] for line in (resumed / "log.jsonl").read_text().splitlines()]
     assert steps == [1, 2, 3, 4]  # no repeated rows after the resume
+
+
+def test_a_run_resumes_after_its_data_is_copied_again_with_new_file_times(phantom, tmp_path, monkeypatch):
+    """A shared data folder re-synced between sessions has the same images with new times: the run
+    must resume, not refuse them as other data."""
+    data = shutil.copytree(phantom, tmp_path / "data")
+    with pytest.raises(KeyboardInterrupt), monkeypatch.context() as patch:
+        patch.setattr(pretrain_loop, "create_method", dying_at_step_3(pretrain_loop.create_method))
+        pretrain(tiny(), tmp_path / "run", data=data, progress=False)
+    for image in data.rglob("*.png"):
+        os.utime(image, ns=(image.stat().st_atime_ns, image.stat().st_mtime_ns + 10**9))
+    resumed = pretrain(tiny(), tmp_path / "run", data=data, progress=False)
+    steps = [json.loads(line)["step"] for line in (resumed / "log.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4]
 
 
 def test_damaged_resume_state_settings_and_finished_backbone_are_set_aside(phantom, tmp_path, caplog):

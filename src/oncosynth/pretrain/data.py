@@ -19,6 +19,7 @@ from oncosynth.data import Dataset, Record, cached_tensors, load_dataset
 from oncosynth.data.decode import IMAGE_SUFFIXES
 from oncosynth.data.phantom import PhantomConfig, make_phantom
 from oncosynth.errors import DataError
+from oncosynth.runtime import hash_strings
 
 UNLABELLED = "unlabelled"
 
@@ -56,11 +57,11 @@ def _training_part(dataset: Dataset) -> tuple[Dataset, str]:
 
 
 def _describe(dataset: Dataset, role: str, images: int) -> dict:
-    from oncosynth.data.cache import cache_key
-
+    # Identity by image names and labels, as generators and studies do: a copy of the same data with
+    # new file times (a re-synced shared folder) must still resume the run.
     return {"path": dataset.root, "role": role, "images": images,
             "patients": sorted({r.patient for r in dataset.records}),
-            "data_hash": cache_key(dataset, None, None)}
+            "data_hash": hash_strings(sorted(f"{r.uid}|{r.label}" for r in dataset.records))}
 
 
 def _phantom(size: int, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, list[str], dict]:
