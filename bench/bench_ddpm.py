@@ -5,6 +5,9 @@
     # a trained run: samples next to real patches and the peer's images; memorised share of N samples
     PYTHONPATH=src python bench/bench_ddpm.py look --run bench/out/ddpm-cpu-cbis64 \
         --data ../shared/data/cbis-ddsm-masses --peer ../shared/data/mcgan-synthetic-cbis-ddsm --n 64
+    # the 2-px patching grid, as a number: power at the Nyquist frequency / one frequency below
+    PYTHONPATH=src python bench/bench_ddpm.py grid --set real=../shared/data/cbis-ddsm-masses:test \
+        --set ddpm=bench/out/ddpm-cpu-cbis64-60cpu-samples-1500 --size 64 --out bench/results/ddpm-grid.json
 
 The training run itself is ``bench/bench_generators.py --method ddpm --preset cpu`` (CPU-time budget,
 chunked and resumable). Speeds are per process CPU-second (``time.process_time``) and per wall second;
@@ -109,6 +112,39 @@ def look(args: argparse.Namespace) -> None:
     print(json.dumps(result, indent=1))
 
 
+def nyquist_excess(images: torch.Tensor) -> dict[str, float]:
+    """Power at the highest spatial frequency over the power one frequency below it.
+
+    A U-Net run on a 2x2 pixel-unshuffled image predicts each 2-px block from one position, which
+    leaves a pattern of period 2: power at the Nyquist frequency (horizontal, vertical and the
+    (pi, pi) corner). Natural images fall off smoothly there, so real patches give about 1 (or less
+    at the corner) and the grid gives much more. Mean power spectrum over the images, grey levels.
+    """
+    x = images.float().mean(1)
+    x = x - x.mean(dim=(-1, -2), keepdim=True)
+    power = torch.fft.fft2(x).abs().pow(2).mean(0)
+    n = power.shape[-1] // 2
+    return {"horizontal": round(float(power[:, n].mean() / power[:, n - 1].mean()), 3),
+            "vertical": round(float(power[n, :].mean() / power[n - 1, :].mean()), 3),
+            "corner": round(float(power[n, n] / power[n - 1, n - 1]), 3), "images": int(len(images))}
+
+
+def grid(args: argparse.Namespace) -> None:
+    results = {"size": args.size, "measure": "nyquist power / power one frequency below", "sets": {}}
+    for item in args.set:
+        name, _, where = item.partition("=")
+        path, _, split = where.partition(":")
+        dataset = load_dataset(path)
+        if split:
+            dataset = dataset.split(split)
+        records = dataset.records[: args.max_images]
+        images, _ = cached_tensors(dataset.subset(records), size=args.size)
+        results["sets"][name] = {"path": where, **nyquist_excess(images)}
+        print(f"{name:>24}: {results['sets'][name]}")
+    if args.out:
+        write_json(args.out, results)
+
+
 def _loadavg() -> float:
     try:
         return float(Path("/proc/loadavg").read_text().split()[0])
@@ -133,10 +169,15 @@ def main() -> None:
     lk.add_argument("--n", type=int, default=64, help="samples per class for the memorised share (0: grid only)")
     lk.add_argument("--guidance", type=float, default=None)
     lk.add_argument("--ddim-steps", type=int, default=None)
+    gr = sub.add_parser("grid")
+    gr.add_argument("--set", action="append", required=True, metavar="NAME=PATH[:SPLIT]")
+    gr.add_argument("--size", type=int, default=64)
+    gr.add_argument("--max-images", type=int, default=1000)
+    gr.add_argument("--out", default=None)
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    speed(args) if args.command == "speed" else look(args)
+    {"speed": speed, "look": look, "grid": grid}[args.command](args)
 
 
 if __name__ == "__main__":

@@ -143,6 +143,34 @@ def test_rgb_patch_and_larger_sizes_build(tmp_path):
     create_generator("ddpm", preset="paper").check_size(128)
 
 
+def test_refine_starts_as_the_unrefined_model_then_learns_and_old_runs_load_without_it(trained, tmp_path):
+    """``refine`` adds full-resolution convolutions after the pixel shuffle (against the 2-pixel grid
+    of patch 2); its last layer starts at zero, so the first prediction is the plain model's."""
+    from oncosynth.generators.ddpm import Denoiser
+
+    torch.manual_seed(0)
+    plain = Denoiser(1, 2, [8, 16], [False, True], 1, 8, 8, patch=2)
+    torch.manual_seed(0)
+    refined = Denoiser(1, 2, [8, 16], [False, True], 1, 8, 8, patch=2, refine=8)
+    x, t, labels = torch.randn(2, 1, 16, 16), torch.tensor([3, 40]), torch.tensor([0, 2])
+    assert torch.equal(plain(x, t, labels), refined(x, t, labels))
+    gen = tiny(size=16, patch=2, refine=8)
+    gen.fit(tiny_data(), tmp_path / "run", steps=2, seed=1, **FIT)
+    assert gen.unet.refine[-1].weight.abs().sum() > 0  # it trains
+    again = load_generator(tmp_path / "run")
+    assert again.config["refine"] == 8 and again.unet.refine is not None
+    before = shutil.copytree(trained, tmp_path / "saved-before-refine")  # a run saved before the option existed
+    config = json.loads((before / "config.json").read_text())
+    del config["config"]["refine"]
+    (before / "config.json").write_text(json.dumps(config))
+    old = load_generator(before)
+    assert old.config["refine"] == 0 and old.unet.refine is None
+    assert torch.equal(old.sample(1, "benign", seed=2), load_generator(trained).sample(1, "benign", seed=2))
+    for bad in (-1, 2.5, True):
+        with pytest.raises(ConfigError, match="refine"):
+            tiny(refine=bad)
+
+
 def test_ddim_grid_matches_monai_step():
     # each DDIM step must land on the next timestep it evaluates (step() moves back by T//S)
     gen = tiny(timesteps=1000)
