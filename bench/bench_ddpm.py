@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from oncosynth.data import cached_tensors, load_dataset
+from oncosynth.errors import DataError
 from oncosynth.generators import create_generator, load_generator
 from oncosynth.io import save_grid, write_json
 
@@ -134,7 +135,10 @@ def grid(args: argparse.Namespace) -> None:
     for item in args.set:
         name, _, where = item.partition("=")
         path, _, split = where.partition(":")
-        dataset = load_dataset(path)
+        try:
+            dataset = load_dataset(path)
+        except DataError:  # a generate folder: class from the file name
+            dataset = load_dataset(path, label_from_name=True)
         if split:
             dataset = dataset.split(split)
         records = dataset.records[: args.max_images]
