@@ -52,7 +52,16 @@ RECIPES: dict[str, dict] = {
     "mammo": {**FIRST_MAMMO_PRESET, "ema": 0.9},  # short runs: a faster EMA than the preset's 0.99
     "mammo-preset": FIRST_MAMMO_PRESET,  # EMA 0.99, for runs of hundreds of steps
     "percentile+robust-aug": {"normalise": "percentile", "augmentations": ROBUST_AUG},
+    # Second stage (2026-11-30): the stage-1 winner plus one more axis each.
+    "percentile+mixup": {"normalise": "percentile", "mixup": 0.2, "cutmix": 1.0, "mix_prob": 0.5},
+    "percentile+ema+tta": {"normalise": "percentile", "ema": 0.99, "tta": True},
 }
+DEFAULT_MODEL = ("resnet10t", 64)
+
+
+def run_name(recipe: str, backbone: str, size: int) -> str:
+    """A candidate is a recipe on a backbone at a size; the study's model needs no suffix."""
+    return recipe if (backbone, size) == DEFAULT_MODEL else f"{recipe}@{backbone}-{size}px"
 # The study whose optimiser settings (batch size, lr) a step-budget run takes; --steps and
 # --eval-every still choose the budget itself.
 STUDY_CONFIG = ROOT / "bench" / "study_protocol_cbis.yaml"
@@ -80,14 +89,15 @@ def train(recipe: str, out: Path, epochs: int, backbone: str, size: int, seed: i
     dataset = load_dataset(CBIS)
     budget = {"epochs": epochs} if steps is None else {**_study_train(), "steps": steps, "eval_every": eval_every}
     config = TrainConfig(**budget, **RECIPES[recipe])
-    folder = out / recipe if steps is None else out / recipe / f"seed{seed}"
+    name = run_name(recipe, backbone, size)
+    folder = out / name if steps is None else out / name / f"seed{seed}"
     torch.manual_seed(seed)
     model = create_classifier(backbone, 1, len(dataset.classes), size, classes=dataset.classes)
     positive = dataset.classes.index("malignant")
     cpu, wall = time.process_time(), time.perf_counter()
     result = train_classifier(model, _split(dataset, "train", size), _split(dataset, "val", size), config,
                               seed=seed, positive=positive)
-    record = {"recipe": recipe, "settings": RECIPES[recipe], "backbone": backbone, "size": size, "epochs": epochs,
+    record = {"recipe": recipe, "candidate": name, "settings": RECIPES[recipe], "backbone": backbone, "size": size, "epochs": epochs,
               "steps": steps, "seed": seed, "best_step": result.best_step, "val_auroc": result.best_score, "best_epoch": result.best_epoch,
               "val_history": [h["val_auroc"] for h in result.history],
               "cpu_minutes": (time.process_time() - cpu) / 60, "wall_minutes": (time.perf_counter() - wall) / 60}
@@ -96,7 +106,7 @@ def train(recipe: str, out: Path, epochs: int, backbone: str, size: int, seed: i
     return record
 
 
-def final(out: Path, json_path: Path | None) -> dict:
+def final(out: Path, json_path: Path | None, reference: str = "old-default") -> dict:
     from statistics import mean
 
     from oncosynth.classifiers import load_classifier, predict_proba
@@ -110,24 +120,29 @@ def final(out: Path, json_path: Path | None) -> dict:
         raise SystemExit(f"{out}: no trained recipes (run 'train' first)")
     by_recipe: dict[str, list[dict]] = {}
     for record in records:
-        by_recipe.setdefault(record["recipe"], []).append(record)
+        by_recipe.setdefault(record.get("candidate", record["recipe"]), []).append(record)
     val = {name: mean(r["val_auroc"] for r in runs) for name, runs in by_recipe.items()}
     selected = max(val, key=val.get)  # the mean over seeds: one lucky seed does not pick a recipe
-    size = by_recipe[selected][0]["size"]
     cbis, bcdr = load_dataset(CBIS), load_dataset(BCDR)
-    tests = {"cbis_test": _split(cbis, "test", size), "bcdr_dev": _split(bcdr, None, size)}
+    tests_at: dict[int, dict] = {}  # each candidate is scored at its own input size
+
     def score(run: dict, names) -> dict:
+        size = run["size"]
+        if size not in tests_at:
+            tests_at[size] = {"cbis_test": _split(cbis, "test", size), "bcdr_dev": _split(bcdr, None, size)}
+        tests = tests_at[size]
         model = load_classifier(Path(run["folder"]) / "model")
         positive = model.classes.index("malignant")
         return {"seed": run["seed"], **{t: selection_score(tests[t][1].numpy(), predict_proba(model, tests[t][0]),
                                                            positive, "auroc") for t in names}}
 
-    touched = {name: [score(run, tests) for run in by_recipe.get(name, [])]  # test data: these two only, once
-               for name in dict.fromkeys([selected, "old-default"])}
+    # Test data: the selected candidate and the fixed reference only (a reference is never "picked").
+    touched = {name: [score(run, ["cbis_test", "bcdr_dev"]) for run in by_recipe.get(name, [])]
+               for name in dict.fromkeys([selected, reference])}
     # The issue asks what each robustness option does at the other hospital: with the selection
     # fixed above, every recipe is scored on BCDR-dev (never on the CBIS test split), for reading only.
     external = {name: [score(run, ["bcdr_dev"]) for run in runs] for name, runs in by_recipe.items()}
-    summary = {"selected_on_validation": selected, "mean_val_auroc": val, "recipes": records,
+    summary = {"selected_on_validation": selected, "reference": reference, "mean_val_auroc": val, "recipes": records,
                "test_once": touched, "bcdr_dev_every_recipe_after_selection": external,
                "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     if json_path is not None:
@@ -160,6 +175,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=None, help="the study's step budget instead of --epochs")
     parser.add_argument("--eval-every", type=int, default=50, help="with --steps: validate every N steps")
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--reference", default="old-default",
+                        help="final: the fixed reference scored on the test sets beside the selected candidate")
     args = parser.parse_args()
     if args.part == "list":
         print("\n".join(RECIPES))
@@ -169,7 +186,7 @@ def main() -> None:
         print(json.dumps(train(args.recipe, args.out, args.epochs, args.backbone, args.size, args.seed,
                                args.steps, args.eval_every if args.steps else None)))
     else:
-        final(args.out, args.json)
+        final(args.out, args.json, args.reference)
 
 
 if __name__ == "__main__":
