@@ -55,6 +55,8 @@ RECIPES: dict[str, dict] = {
     # Second stage (2026-11-30): the stage-1 winner plus one more axis each.
     "percentile+mixup": {"normalise": "percentile", "mixup": 0.2, "cutmix": 1.0, "mix_prob": 0.5},
     "percentile+ema+tta": {"normalise": "percentile", "ema": 0.99, "tta": True},
+    "percentile+lr3e-3": {"normalise": "percentile", "lr": 3e-3},
+    "percentile+lr3e-4": {"normalise": "percentile", "lr": 3e-4},
 }
 DEFAULT_MODEL = ("resnet10t", 64)
 
@@ -88,7 +90,7 @@ def train(recipe: str, out: Path, epochs: int, backbone: str, size: int, seed: i
     torch.set_num_threads(1)
     dataset = load_dataset(CBIS)
     budget = {"epochs": epochs} if steps is None else {**_study_train(), "steps": steps, "eval_every": eval_every}
-    config = TrainConfig(**budget, **RECIPES[recipe])
+    config = TrainConfig(**{**budget, **RECIPES[recipe]})  # a recipe may set the lr
     name = run_name(recipe, backbone, size)
     folder = out / name if steps is None else out / name / f"seed{seed}"
     torch.manual_seed(seed)

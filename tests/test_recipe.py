@@ -274,9 +274,11 @@ def test_training_steps_along_the_one_cycle_schedule():
 
 # -------------------------------------------------------------- presets ----
 def test_presets_set_their_options_and_explicit_settings_win():
-    mammo = TrainConfig(recipe="mammo")  # the validation winner: percentile normalisation, else the default
-    assert mammo.model_dump(exclude={"recipe", "normalise"}) == TrainConfig().model_dump(exclude={"recipe", "normalise"})
-    assert mammo.normalise == "percentile"
+    mammo = TrainConfig(recipe="mammo")  # the validation winner: percentile normalisation, lr 3e-4, else the default
+    changed = {"recipe", "normalise", "lr"}
+    assert mammo.model_dump(exclude=changed) == TrainConfig().model_dump(exclude=changed)
+    assert mammo.normalise == "percentile" and mammo.lr == 3e-4
+    assert TrainConfig(recipe="mammo", lr=1e-3).lr == 1e-3  # an explicit setting beside the preset wins
     histo = TrainConfig(recipe="histo")
     assert histo.normalise == "standardise" and histo.tta and histo.ema == 0.99 and histo.schedule == "one-cycle"
     assert histo.augmentations.crop_scale == PRESETS["histo"]["augmentations"]["crop_scale"]

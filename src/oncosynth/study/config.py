@@ -33,9 +33,9 @@ Presets set several at once; explicit keys beside them win::
     train: {recipe: mammo}    # 1-channel mammography patches
     train: {recipe: histo}    # RGB histopathology patches
 
-- ``mammo``: per-image percentile normalisation, the rest as the old default. **The default for
-  1-channel studies** that name no ``recipe`` (``recipe: null``: the old default); it won the
-  validation-only recipe search (bench/RESULTS.md, "Classifier recipe").
+- ``mammo``: per-image percentile normalisation and lr 3e-4 (an explicit ``lr`` wins), the rest as
+  the old default. **The default for 1-channel studies** that name no ``recipe`` (``recipe: null``:
+  the old default); it won the validation-only recipe search (bench/RESULTS.md, "Classifier recipe").
 - ``histo``: per-image standardisation, flips, 90° turns, random resized crop (area >= 0.6),
   elastic 0.02, colour gain 0.1, gamma/contrast/brightness, blur, noise, EMA 0.99, flip TTA,
   one-cycle. Opt-in; RGB studies keep the old default until it is validated on PCam.
