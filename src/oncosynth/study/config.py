@@ -38,7 +38,7 @@ Presets set several at once; explicit keys beside them win::
   the old default); it won the validation-only recipe search (bench/RESULTS.md, "Classifier recipe").
 - ``histo``: per-image standardisation, flips, 90° turns, random resized crop (area >= 0.6),
   elastic 0.02, colour gain 0.1, gamma/contrast/brightness, blur, noise, EMA 0.99, flip TTA,
-  one-cycle. Opt-in; RGB studies keep the old default until it is validated on PCam.
+  one-cycle. Opt-in: it lost to the old default on PCam's validation split, so RGB studies keep the old default.
 
 Details: ``oncosynth.classifiers.recipe``.
 """
