@@ -7,7 +7,9 @@ touches), so a data set without a labelled classifier, such as PCam here, still 
 encoder for FID and precision / recall / density / coverage.
 
   PYTHONPATH=src .venv/bin/python bench/pretrained_encoder.py bench/out/pretrain/simclr-pcam-train \
-      bench/out/metrics/encoder-pcam-simclr --channels 3 --size 64
+      bench/out/metrics/encoder-pcam-simclr
+
+Backbone, channels and input size come from the run's own config.
 """
 
 from __future__ import annotations
@@ -23,11 +25,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("pretrained", type=Path, help="an `oncosynth pretrain` run folder")
     ap.add_argument("out", type=Path)
-    ap.add_argument("--channels", type=int, required=True)
-    ap.add_argument("--size", type=int, required=True)
     args = ap.parse_args()
-    backbone = json.loads((args.pretrained / "config.json").read_text())["backbone"]
-    model = create_classifier(backbone, in_chans=args.channels, img_size=args.size, pretrained=str(args.pretrained))
+    config = json.loads((args.pretrained / "config.json").read_text())
+    model = create_classifier(config["backbone"], in_chans=config["in_chans"], img_size=config["img_size"],
+                              pretrained=str(args.pretrained))
     print(save_classifier(model, args.out, config={"note": "pretrained backbone, untrained head: an encoder only"}))
 
 

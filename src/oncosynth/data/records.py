@@ -7,6 +7,7 @@ pixels. Pixels are read by ``oncosynth.data.decode`` and cached by
 
 from __future__ import annotations
 
+import hashlib
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from typing import Iterable, Sequence
@@ -78,6 +79,15 @@ class Dataset:
         """Integer labels, indices into ``classes``."""
         lookup = {c: i for i, c in enumerate(self.classes)}
         return np.array([lookup[r.label] for r in self.records], dtype=np.int64)
+
+    def identity(self) -> str:
+        """A short hash of the image names and labels: what resume checks compare.
+
+        File times and sizes are left out, so a copy of the same data (a re-synced shared
+        folder) is the same data set.
+        """
+        names = sorted(f"{r.uid}|{r.label}" for r in self.records)
+        return hashlib.sha256("\n".join(names).encode()).hexdigest()[:16]
 
     def counts(self) -> dict[str, int]:
         counter = Counter(r.label for r in self.records)

@@ -176,9 +176,7 @@ def _from_dataset(dataset: Any, size: int | None, channels: int | None) -> Train
                             "larger side of the first image (%s); --size chooses", dataset.root, count, shown,
                             size, dataset.records[0].uid)
     images, labels = cached_tensors(dataset, size, channels)
-    uids = sorted(f"{r.uid}|{r.label}" for r in dataset.records)
-    digest = hashlib.sha256("\n".join(uids).encode()).hexdigest()[:16]
-    return TrainingData(images, labels.long(), list(dataset.classes), f"{digest}:{channels}x{size}",
+    return TrainingData(images, labels.long(), list(dataset.classes), f"{dataset.identity()}:{channels}x{size}",
                         str(dataset.root), list(dataset.records))
 
 

@@ -19,7 +19,6 @@ from oncosynth.data import Dataset, Record, cached_tensors, load_dataset
 from oncosynth.data.decode import IMAGE_SUFFIXES
 from oncosynth.data.phantom import PhantomConfig, make_phantom
 from oncosynth.errors import DataError
-from oncosynth.runtime import hash_strings
 
 UNLABELLED = "unlabelled"
 
@@ -57,11 +56,9 @@ def _training_part(dataset: Dataset) -> tuple[Dataset, str]:
 
 
 def _describe(dataset: Dataset, role: str, images: int) -> dict:
-    # Identity by image names and labels, as generators and studies do: a copy of the same data with
-    # new file times (a re-synced shared folder) must still resume the run.
     return {"path": dataset.root, "role": role, "images": images,
             "patients": sorted({r.patient for r in dataset.records}),
-            "data_hash": hash_strings(sorted(f"{r.uid}|{r.label}" for r in dataset.records))}
+            "data_hash": dataset.identity()}  # names and labels, not file times: a re-synced copy resumes
 
 
 def _phantom(size: int, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, list[str], dict]:
