@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -13,19 +14,30 @@ import oncosynth.threads as threads
 from oncosynth.threads import SPIN_COUNT, SPIN_COUNT_IDLE, apply_wait_policy, others_busy_cores
 
 
-def test_short_spin_is_set_when_nothing_is_chosen_and_torch_not_started():
+def test_short_spin_and_one_thread_on_a_shared_machine_when_nothing_is_chosen_and_torch_not_started(monkeypatch):
+    monkeypatch.setattr(threads.os, "cpu_count", lambda: 2)
     env: dict[str, str] = {}
     assert apply_wait_policy(env, modules={}, busy_cores=lambda: 1.0) == "set"
-    assert env == {"GOMP_SPINCOUNT": str(SPIN_COUNT)}
+    assert env == {"GOMP_SPINCOUNT": str(SPIN_COUNT), "OMP_NUM_THREADS": "1"}
+    assert threads.status()["thread_count"] == "one (the machine was shared at start)"
 
 
-def test_the_spin_follows_the_machine_it_starts_on(monkeypatch):
+def test_the_spin_and_thread_count_follow_the_machine_it_starts_on(monkeypatch):
     monkeypatch.setattr(threads.os, "cpu_count", lambda: 2)
-    for busy, spin, machine in ((0.1, SPIN_COUNT_IDLE, "idle"), (0.9, SPIN_COUNT, "shared"),
-                                (None, SPIN_COUNT, "unknown")):
+    for busy, spin, count, machine in ((0.1, SPIN_COUNT_IDLE, None, "idle"), (0.9, SPIN_COUNT, "1", "shared"),
+                                       (None, SPIN_COUNT, None, "unknown")):
         env: dict[str, str] = {}
         assert apply_wait_policy(env, modules={}, busy_cores=lambda: busy) == "set"
+        assert env.pop("OMP_NUM_THREADS", None) == count
         assert env == {"GOMP_SPINCOUNT": str(spin)} and threads.status()["machine"] == machine
+
+
+def test_the_users_thread_count_is_kept_on_a_shared_machine(monkeypatch):
+    monkeypatch.setattr(threads.os, "cpu_count", lambda: 2)
+    env = {"OMP_NUM_THREADS": "2"}
+    assert apply_wait_policy(env, modules={}, busy_cores=lambda: 1.5) == "set"
+    assert env == {"OMP_NUM_THREADS": "2", "GOMP_SPINCOUNT": str(SPIN_COUNT)}
+    assert threads.status()["thread_count"] == "the user's OMP_NUM_THREADS=2"
 
 
 def test_one_thread_needs_no_sample(monkeypatch):
@@ -75,3 +87,16 @@ def test_cli_import_sets_the_policy_before_torch_and_keeps_the_thread_count():
     assert probe["policy"] == "set" and probe["GOMP_SPINCOUNT"] == str(SPIN_COUNT) and probe["threads"] == 1
     user = _probe({"GOMP_SPINCOUNT": "5"})
     assert user["policy"] == "user" and user["GOMP_SPINCOUNT"] == "5"
+
+
+def test_beside_a_busy_process_the_cli_runs_torch_on_one_thread():
+    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.3)  # the neighbour holds a core before oncosynth starts
+        probe = _probe({})
+    finally:
+        busy.kill()
+        busy.wait()
+    if (os.cpu_count() or 1) < 2:
+        pytest.skip("one core: one thread anyway")
+    assert probe["machine"] == "shared" and probe["threads"] == 1 and probe["OMP_NUM_THREADS"] == "1"

@@ -9,25 +9,31 @@ load"). Sleeping at once (``OMP_WAIT_POLICY=PASSIVE``) fixes that but costs a
 third of the idle speed, because every small operation then pays a futex
 wake-up.
 
-oncosynth's policy, chosen once when oncosynth is imported:
+oncosynth's policy, chosen once when oncosynth is imported, from the machine it starts on (others'
+CPU use sampled from ``/proc/stat`` over ``SAMPLE_SECONDS``):
 
-* on a machine where other processes already hold CPU time (sampled from ``/proc/stat`` over
-  ``SAMPLE_SECONDS``), a short spin (``SPIN_COUNT``): a thread whose partner is descheduled goes
-  to sleep within ~0.1 ms instead of burning its time slice;
-* on an idle machine, a longer spin (``SPIN_COUNT_IDLE``), which keeps the idle speed of models
-  made of many tiny operations (the demo's GAN step: the short spin costs it a quarter of its
-  idle speed, because the second thread sleeps between operations and pays a wake-up each time).
+* **shared** (other processes hold at least ``SHARED_CORES``): **one thread**
+  (``OMP_NUM_THREADS=1``) and a short spin. Beside a busy process one thread ran the demo's GAN
+  step at 0.92x its own idle speed and 0.66x the default's idle speed, where two threads, however
+  they wait, reached 0.42x: the second thread waits for a core it rarely gets.
+* **idle**: torch's thread count (one per core) and a longer spin (``SPIN_COUNT_IDLE``), which keeps
+  the idle speed of models made of many tiny operations (with the short spin the second thread
+  sleeps between operations and pays a wake-up each time: a quarter of the GAN step's speed).
+* **unknown** (no ``/proc/stat``): torch's thread count and the short spin.
 
-A neighbour that starts after oncosynth was imported meets the idle-machine spin: still far better
-than libgomp's default (bench/RESULTS.md, "Speed under load", rows spin=N). The thread count stays
-torch's default (one per core): fewer threads lose idle speed and gain nothing once waiting is short.
+A neighbour that starts after oncosynth was imported meets the idle-machine choice: still far better
+than libgomp's default (bench/RESULTS.md, "Speed under load", rows spin=N).
+
+A thread count changes the order of float reductions and so the numbers a run computes. Each
+resumable run therefore records the count it started with and a resume uses that one, whatever this
+process chose (:class:`oncosynth.runtime.run_threads.RunThreads`).
 
 The runtime reads these variables once, when torch is imported, so the policy
 is set when ``oncosynth`` is imported (the CLI imports it before torch). A
 library user who imports torch first keeps libgomp's default; ``status()``
 says which happened. Anything the user set is kept: ``OMP_WAIT_POLICY``,
-``GOMP_SPINCOUNT``, ``OMP_NUM_THREADS``, and ``torch.set_num_threads`` (never
-called here).
+``GOMP_SPINCOUNT`` or ``KMP_BLOCKTIME`` switch the whole policy off; ``OMP_NUM_THREADS`` keeps the
+user's thread count (the spin is still chosen); ``torch.set_num_threads`` is never called here.
 """
 
 from __future__ import annotations
@@ -50,6 +56,7 @@ USER_KNOBS = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME")
 
 _STATUS = "not applied"
 _MACHINE = "not sampled"
+_THREADS = "torch's default"
 
 
 def apply_wait_policy(environ: MutableMapping[str, str] | None = None,
@@ -59,19 +66,25 @@ def apply_wait_policy(environ: MutableMapping[str, str] | None = None,
     Returns what happened: ``"set"``, ``"user"`` (kept the user's setting) or
     ``"too late"`` (torch was imported before oncosynth; libgomp's default stays).
     ``busy_cores`` measures other processes' CPU use in cores (default: ``others_busy_cores``).
+    On a shared machine it also sets ``OMP_NUM_THREADS=1`` unless the user set a count.
     """
-    global _STATUS, _MACHINE
+    global _STATUS, _MACHINE, _THREADS
     environ = os.environ if environ is None else environ
+    user_count = environ.get("OMP_NUM_THREADS", "").strip()
+    _THREADS = f"the user's OMP_NUM_THREADS={user_count}" if user_count else "torch's default"
     modules = sys.modules if modules is None else modules
     if any(environ.get(knob) for knob in USER_KNOBS):
         _STATUS = "user"
     elif "torch" in modules:
         _STATUS = "too late"
     else:
-        one_thread = environ.get("OMP_NUM_THREADS", "").strip() == "1" or (os.cpu_count() or 1) == 1
+        one_thread = user_count == "1" or (os.cpu_count() or 1) == 1
         busy = None if one_thread else (busy_cores or others_busy_cores)()  # one thread never waits at a barrier
         _MACHINE = "unknown" if busy is None else ("shared" if busy >= SHARED_CORES else "idle")
         environ["GOMP_SPINCOUNT"] = str(SPIN_COUNT_IDLE if _MACHINE == "idle" else SPIN_COUNT)
+        if _MACHINE == "shared" and not user_count:
+            environ["OMP_NUM_THREADS"] = "1"
+            _THREADS = "one (the machine was shared at start)"
         _STATUS = "set"
     return _STATUS
 
@@ -79,7 +92,8 @@ def apply_wait_policy(environ: MutableMapping[str, str] | None = None,
 def others_busy_cores(seconds: float = SAMPLE_SECONDS, stat: str = "/proc/stat") -> float | None:
     """CPU cores kept busy by other processes over a short sample (this process is still importing).
 
-    None where ``/proc/stat`` cannot be read (not Linux): the caller then assumes a shared machine.
+    None where ``/proc/stat`` cannot be read (not Linux): the caller then keeps torch's thread count and
+    the short spin.
     """
     def totals() -> tuple[int, int]:
         with open(stat) as handle:
@@ -101,4 +115,5 @@ def others_busy_cores(seconds: float = SAMPLE_SECONDS, stat: str = "/proc/stat")
 
 def status() -> dict[str, str | None]:
     """How OpenMP threads wait in this process, for manifests and bug reports."""
-    return {"policy": _STATUS, "machine": _MACHINE, **{knob: os.environ.get(knob) for knob in (*USER_KNOBS, "OMP_NUM_THREADS")}}
+    return {"policy": _STATUS, "machine": _MACHINE, "thread_count": _THREADS,
+            **{knob: os.environ.get(knob) for knob in (*USER_KNOBS, "OMP_NUM_THREADS")}}

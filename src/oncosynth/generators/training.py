@@ -43,6 +43,7 @@ from oncosynth.generators.resume import TRAIN_STATE, resume_newest_intact
 from oncosynth.io import atomic_write, check_output_folder, cut_log, save_grid
 from oncosynth.runtime.devices import resolve_device
 from oncosynth.runtime.manifest import make_manifest
+from oncosynth.runtime.run_threads import RunThreads
 from oncosynth.runtime.seeding import seed_everything
 
 log = logging.getLogger("oncosynth.generators")
@@ -271,6 +272,8 @@ def run_training(gen: Generator, data: Any, run_folder: str | Path, steps: int, 
     last_good = latest.name if latest is not None else None
     window_start, window_steps = time.perf_counter(), 0
     img_per_s = float("nan")
+    threads = RunThreads(run, write=context.is_main)  # a resume keeps the count the run started with
+    manifest["threads"] = threads.count
     try:
         while gen.step < steps:
             idx = torch.randint(len(images), (batch_size,)).to(images.device)
@@ -312,6 +315,7 @@ def run_training(gen: Generator, data: Any, run_folder: str | Path, steps: int, 
                 if writer is not None:
                     writer.add_images("samples", grid, gen.step)
     finally:
+        threads.restore()
         if bar is not None:
             bar.close()
         if writer is not None:

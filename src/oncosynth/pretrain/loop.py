@@ -33,6 +33,7 @@ from oncosynth.pretrain.data import gather_images
 from oncosynth.pretrain.methods import METHODS, create_method
 from oncosynth.pretrain.views import ViewConfig
 from oncosynth.runtime import hash_strings, make_manifest, seed_everything
+from oncosynth.runtime.run_threads import RunThreads
 
 KIND = "pretrained-backbone"
 STATE = "train_state.pt"
@@ -154,7 +155,15 @@ def pretrain(config: PretrainConfig, out: str | Path, data: str | Path | None = 
     _check_settings(out, settings)
     if _finished(out, settings):
         return out
+    with RunThreads(out) as threads:  # a resumed run keeps the thread count it started with
+        _train(config, out, pool, settings, data_hash, device, progress, threads)
+    return out
 
+
+def _train(config: PretrainConfig, out: Path, pool, settings: dict, data_hash: str, device: torch.device,
+           progress: bool, threads: int) -> None:
+    """The training loop of :func:`pretrain`, from a fresh start or its resume state, to the saved backbone."""
+    supervised = METHODS[config.method].supervised
     seed_everything(config.seed)
     channels = pool.images.shape[1]
     model = create_classifier(config.backbone, in_chans=channels, num_classes=max(2, len(pool.classes)),
@@ -222,9 +231,9 @@ def pretrain(config: PretrainConfig, out: str | Path, data: str | Path | None = 
                          "img_size": config.size, "method": config.method, "steps": config.steps,
                          "input_norm": config.normalise,
                          "cpu_seconds": round(cpu_seconds(), 1)}
-    manifest = make_manifest(KIND, settings, seed=config.seed, data_hash=data_hash, sources=pool.sources)
+    manifest = make_manifest(KIND, settings, seed=config.seed, data_hash=data_hash, sources=pool.sources,
+                             threads=threads)
     save_checkpoint(out, tensors, checkpoint_config, manifest)
-    return out
 
 
 def initialisation_of(pretrained: str | None) -> str:

@@ -41,6 +41,7 @@ import torch
 from oncosynth.errors import ConfigError
 from oncosynth.generators.style_transfer import StyleSettings, StyleTransfer
 from oncosynth.io import check_output_folder, save_image, set_aside, write_json, write_text
+from oncosynth.runtime.run_threads import pinned_count
 
 TRIALS_DIR = ".trials"
 CSV_COLUMNS = ["pair", "trial", "content", "style", "content_layer", "steps", "content_weight", "style_weight",
@@ -329,6 +330,7 @@ def run_style_campaign(data, out: str | Path, content_class: str = "benign", sty
               "gates": [g for g, on in (("anomaly", an_gate), ("classifier", cls_gate)) if on]}
     _check_same_settings(out, config)
     out.mkdir(parents=True, exist_ok=True)
+    threads = config["threads"] = pinned_count(out, threads)  # a resumed campaign keeps its first count
     if not config["gates"] and progress:
         print("warning: no --anomaly and no --classifier: every result is accepted unchecked", flush=True)
     job_base = {"out": str(out), "feature_net": spec, "anomaly": str(anomaly) if anomaly else None,
@@ -360,8 +362,9 @@ def run_style_campaign(data, out: str | Path, content_class: str = "benign", sty
     return summary
 
 
-# Settings a resumed campaign may change: how many images it wants and may try, and where it runs.
-RESUMABLE = ("accept", "max_pairs", "device")
+# Settings a resumed campaign may change: how many images it wants and may try, and where it runs
+# (its thread count is pinned to the first run's: oncosynth.runtime.run_threads).
+RESUMABLE = ("accept", "max_pairs", "device", "threads")
 
 
 def _check_same_settings(out: Path, config: dict[str, Any]) -> None:

@@ -27,6 +27,7 @@ from oncosynth.errors import ConfigError
 from oncosynth.io import atomic_write, set_aside, write_json
 from oncosynth.runtime.devices import resolve_device
 from oncosynth.runtime.manifest import hash_strings, make_manifest
+from oncosynth.runtime.run_threads import RunThreads
 import oncosynth.study.stats as stats
 from oncosynth.study.config import ArmConfig, StudyConfig
 from oncosynth.study.inputs import Prepared, prepared_for
@@ -245,7 +246,8 @@ def cell_unit(config: StudyConfig, cell: Cell, out: str, device: torch.device | 
         return record  # a retried unit whose first attempt finished after all
     if isinstance(device, str):  # the unit crossed a process: this process is its boundary
         device = resolve_device(device)
-    return run_cell(config, prepared_for(config), cell, folder, device, on_epoch, context)
+    with RunThreads(folder, write=context.is_main):  # a resumed cell keeps the count it started with
+        return run_cell(config, prepared_for(config), cell, folder, device, on_epoch, context)
 
 
 

@@ -25,6 +25,7 @@ from oncosynth.errors import CheckpointError, ConfigError, DataError, OncosynthE
 from oncosynth.generators.singan.model import (DEFAULTS, MODEL_KEYS, ScaleNet, SinGANMember, _resize,
                                                pyramid_sizes)
 from oncosynth.io import atomic_write, set_aside
+from oncosynth.runtime.run_threads import RunThreads
 
 log = logging.getLogger("oncosynth.generators.singan")
 
@@ -72,10 +73,12 @@ def train_singan(image: torch.Tensor, config: dict[str, Any] | None = None, seed
     history: list[dict[str, Any]] = []
     start = 0
     state_dir = Path(state_dir) if state_dir is not None else None
+    threads = None
     if state_dir is not None:
         start, history = _load_partial(state_dir, member, critic, fingerprint)
         if start:
             log.info("%s: resuming after scale %d of %d", name, start - 1, len(sizes))
+        threads = RunThreads(state_dir)  # a resume keeps the thread count the member started with
     for p in member.parameters():
         p.requires_grad_(False)
 
@@ -96,6 +99,8 @@ def train_singan(image: torch.Tensor, config: dict[str, Any] | None = None, seed
             if state_dir is not None:
                 _save_partial(state_dir, member, critic, k + 1, fingerprint, history)
     finally:
+        if threads is not None:
+            threads.restore()
         if bar is not None:
             bar.close()
     member.eval()
