@@ -57,13 +57,17 @@ RECIPES: dict[str, dict] = {
     "percentile+ema+tta": {"normalise": "percentile", "ema": 0.99, "tta": True},
     "percentile+lr3e-3": {"normalise": "percentile", "lr": 3e-3},
     "percentile+lr3e-4": {"normalise": "percentile", "lr": 3e-4},
+    # Third stage: the stage-2 winner with stronger weight decay (the study's is 0.05).
+    "percentile+lr3e-4+wd0.5": {"normalise": "percentile", "lr": 3e-4, "weight_decay": 0.5},
 }
 DEFAULT_MODEL = ("resnet10t", 64)
+STUDY_STEPS = 600  # the study's budget: runs at another --steps are their own candidates
 
 
-def run_name(recipe: str, backbone: str, size: int) -> str:
-    """A candidate is a recipe on a backbone at a size; the study's model needs no suffix."""
-    return recipe if (backbone, size) == DEFAULT_MODEL else f"{recipe}@{backbone}-{size}px"
+def run_name(recipe: str, backbone: str, size: int, steps: int | None = None) -> str:
+    """A candidate is a recipe on a backbone at a size and a step budget; the study's needs no suffix."""
+    name = recipe if (backbone, size) == DEFAULT_MODEL else f"{recipe}@{backbone}-{size}px"
+    return name if steps in (None, STUDY_STEPS) else f"{name}+{steps}steps"
 # The study whose optimiser settings (batch size, lr) a step-budget run takes; --steps and
 # --eval-every still choose the budget itself.
 STUDY_CONFIG = ROOT / "bench" / "study_protocol_cbis.yaml"
@@ -91,7 +95,7 @@ def train(recipe: str, out: Path, epochs: int, backbone: str, size: int, seed: i
     dataset = load_dataset(CBIS)
     budget = {"epochs": epochs} if steps is None else {**_study_train(), "steps": steps, "eval_every": eval_every}
     config = TrainConfig(**{**budget, **RECIPES[recipe]})  # a recipe may set the lr
-    name = run_name(recipe, backbone, size)
+    name = run_name(recipe, backbone, size, steps)
     folder = out / name if steps is None else out / name / f"seed{seed}"
     torch.manual_seed(seed)
     model = create_classifier(backbone, 1, len(dataset.classes), size, classes=dataset.classes)

@@ -10,6 +10,7 @@ from typing import Any
 from oncosynth.errors import ConfigError
 from oncosynth.io import check_output_folder, save_image, write_json, write_text
 from oncosynth.runtime.manifest import make_manifest, package_versions
+from oncosynth.runtime.run_threads import RunThreads
 
 MANIFEST_CSV = "manifest.csv"
 MANIFEST_JSON = "manifest.json"
@@ -89,22 +90,24 @@ def write_samples(run_folder: str | Path, out: str | Path, n: int, class_names: 
 
         guard = MemorisationGuard(reject_memorised)
     new: list[dict[str, Any]] = []
-    for class_name, seeds in todo.items():
-        spare = _spare_seeds(seed + n, out, gen.name, class_name)
-        for first, count in _runs(seeds, batch_size):
-            images = gen.sample(count, class_name, seed=first, batch_size=batch_size, **sample_options)
-            kept = list(range(first, first + count))
-            if guard is not None:
-                images, kept = guard.screen(images, kept, class_name, spare_seeds=spare, redraw=lambda s, c=class_name:
-                                            gen.sample(1, c, seed=s, batch_size=1, **sample_options))
-            batch = [row(class_name, s) for s in kept]
-            _write_rows(out / PENDING_CSV, batch)  # the journal first: no PNG is ever unlisted
-            for image, entry in zip(images, batch):
-                save_image(image, out / entry["file"])
-            rows = [r for r in rows if r["file"] not in {e["file"] for e in batch}] + batch
-            new += batch
-            _write_manifest(out, rows, gen, guards + ([guard.summary()] if guard is not None else []))
-            (out / PENDING_CSV).unlink()
+    with RunThreads(out):  # a completed set matches one written in one go, whatever the load now
+        for class_name, seeds in todo.items():
+            spare = _spare_seeds(seed + n, out, gen.name, class_name)
+            for first, count in _runs(seeds, batch_size):
+                images = gen.sample(count, class_name, seed=first, batch_size=batch_size, **sample_options)
+                kept = list(range(first, first + count))
+                if guard is not None:
+                    images, kept = guard.screen(images, kept, class_name, spare_seeds=spare,
+                                                redraw=lambda s, c=class_name: gen.sample(1, c, seed=s, batch_size=1,
+                                                                                          **sample_options))
+                batch = [row(class_name, s) for s in kept]
+                _write_rows(out / PENDING_CSV, batch)  # the journal first: no PNG is ever unlisted
+                for image, entry in zip(images, batch):
+                    save_image(image, out / entry["file"])
+                rows = [r for r in rows if r["file"] not in {e["file"] for e in batch}] + batch
+                new += batch
+                _write_manifest(out, rows, gen, guards + ([guard.summary()] if guard is not None else []))
+                (out / PENDING_CSV).unlink()
     return new
 
 
