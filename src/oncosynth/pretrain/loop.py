@@ -156,12 +156,12 @@ def pretrain(config: PretrainConfig, out: str | Path, data: str | Path | None = 
     if _finished(out, settings):
         return out
     with RunThreads(out) as threads:  # a resumed run keeps the thread count it started with
-        _train(config, out, pool, settings, data_hash, device, progress, threads)
+        _train(config, out, pool, settings, device, progress, threads)
     return out
 
 
-def _train(config: PretrainConfig, out: Path, pool, settings: dict, data_hash: str, device: torch.device,
-           progress: bool, threads: int) -> None:
+def _train(config: PretrainConfig, out: Path, pool, settings: dict, device: torch.device, progress: bool,
+           threads: int) -> None:
     """The training loop of :func:`pretrain`, from a fresh start or its resume state, to the saved backbone."""
     supervised = METHODS[config.method].supervised
     seed_everything(config.seed)
@@ -231,7 +231,7 @@ def _train(config: PretrainConfig, out: Path, pool, settings: dict, data_hash: s
                          "img_size": config.size, "method": config.method, "steps": config.steps,
                          "input_norm": config.normalise,
                          "cpu_seconds": round(cpu_seconds(), 1)}
-    manifest = make_manifest(KIND, settings, seed=config.seed, data_hash=data_hash, sources=pool.sources,
+    manifest = make_manifest(KIND, settings, seed=config.seed, data_hash=settings["data_hash"], sources=pool.sources,
                              threads=threads)
     save_checkpoint(out, tensors, checkpoint_config, manifest)
 
