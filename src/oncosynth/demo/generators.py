@@ -36,14 +36,14 @@ DEMO_SINGAN = {"iters": 60, "filters": 16, "min_size": 16, "max_size": 48, "sifi
 
 
 def demo_singan(dataset: Any, out: str | Path, class_name: str = "malignant", seed: int = 0,
-                n_samples: int = 16) -> Path:
+                n_samples: int = 16, settings: dict[str, Any] | None = None) -> Path:
     """The demo's step: one small SinGAN on one phantom image, then a sample grid and PNGs.
 
     Sized for well under a minute on 2 CPU cores (``DEMO_SINGAN``). Re-running it reuses the
-    finished model.
+    finished model. ``settings`` replace ``DEMO_SINGAN``.
     """
     out = Path(out)
-    gen = create_generator("singan", **DEMO_SINGAN)
+    gen = create_generator("singan", **(DEMO_SINGAN if settings is None else settings))
     run = out / "run"
     if (run / "config.json").is_file():
         gen = load_generator(run)
@@ -68,16 +68,19 @@ DEMO_DDPM = {"size": 32, "widths": [16, 32, 32], "attention": [False, False, Tru
 DEMO_DDPM_STEPS = 300
 
 
-def demo_ddpm(dataset: Any, out: str | Path, seed: int = 0, n_per_class: int = 16) -> dict[str, Any]:
+def demo_ddpm(dataset: Any, out: str | Path, seed: int = 0, n_per_class: int = 16,
+              settings: dict[str, Any] | None = None, steps: int | None = None) -> dict[str, Any]:
     """The demo's step: a small class-conditional DDPM on the phantom, then ``n_per_class`` images
     of each class through the memorisation guard (flagged copies of training images are replaced).
 
     Re-running it resumes or reuses the finished model and keeps finished samples.
+    ``settings`` and ``steps`` replace ``DEMO_DDPM`` and ``DEMO_DDPM_STEPS``.
     """
     out = Path(out)
-    gen = create_generator("ddpm", **DEMO_DDPM)
-    gen.fit(dataset, out / "run", steps=DEMO_DDPM_STEPS, seed=seed, checkpoint_every=100,
-            sample_every=DEMO_DDPM_STEPS, progress=False)
+    steps = DEMO_DDPM_STEPS if steps is None else steps
+    gen = create_generator("ddpm", **(DEMO_DDPM if settings is None else settings))
+    gen.fit(dataset, out / "run", steps=steps, seed=seed, checkpoint_every=100,
+            sample_every=steps, progress=False)
     samples = out / "samples"
     if not (samples / "manifest.json").is_file():
         generate_images(out / "run", samples, n_per_class, list(gen.classes), seed=seed, reject_memorised=dataset)

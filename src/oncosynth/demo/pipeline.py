@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 from rich.console import Console
@@ -17,6 +18,7 @@ from rich.console import Console
 from oncosynth.data import load_dataset
 from oncosynth.data.phantom import PhantomConfig, write_phantom
 from oncosynth.data.summary import render_summary, summarise
+from oncosynth.demo.lanes import machine_lanes, side_lane, side_settings, start_side_lane, torch_threads
 from oncosynth.io import write_json
 
 console = Console()
@@ -60,10 +62,18 @@ def run_demo(out: str | Path = "oncosynth-demo", seed: int = 0) -> Path:
     render_summary(summary)
     _done("summary", out / "phantom-summary.json", t)
 
-    t = _step("3/6 train a conditional GAN (MCGAN, width 16)")
-    gan_dir = out / "gan"
-    demo_train(dataset, gan_dir, seed=seed, steps=DEMO_GAN_STEPS)
-    _done("generator run (sample grids in samples/)", gan_dir, t)
+    # SinGAN and the DDPM need nothing from the steps below: on two or more cores they run beside them
+    lanes = machine_lanes()
+    side = start_side_lane(lanes, phantom_dir, out, seed, side_settings())
+    if side is not None:
+        console.print(f"SinGAN and the diffusion model train in a second process, beside the next steps "
+                      f"({lanes.count} lanes of {lanes.threads} CPU thread(s))")
+
+    with torch_threads(lanes.threads) if side is not None else nullcontext():
+        t = _step("3/6 train a conditional GAN (MCGAN, width 16)")
+        gan_dir = out / "gan"
+        demo_train(dataset, gan_dir, seed=seed, steps=DEMO_GAN_STEPS)
+        _done("generator run (sample grids in samples/)", gan_dir, t)
 
     t = _step("4/6 generate synthetic images")
     synthetic_dir = out / "synthetic"
@@ -74,7 +84,8 @@ def run_demo(out: str | Path = "oncosynth-demo", seed: int = 0) -> Path:
     _done("synthetic images + manifest", synthetic_dir, t)
 
     t = _step("5/6 utility study: real vs real+synthetic, 2 seeds")
-    study_report = demo_study(out / "study", phantom_dir, synthetic_folder=synthetic_dir)
+    study_report = demo_study(out / "study", phantom_dir, synthetic_folder=synthetic_dir,
+                              workers=lanes.count if lanes.count > 1 else 0, threads_per_cell=lanes.threads)
     _done("study report", study_report, t)
 
     t = _step("6/6 fidelity, diversity and memorisation")
@@ -88,18 +99,6 @@ def run_demo(out: str | Path = "oncosynth-demo", seed: int = 0) -> Path:
         f"{k}={overall[k]:.3g}" for k in ("frd", "fid", "precision", "recall", "memorised_fraction")
         if isinstance(overall.get(k), (int, float))) + f" (features: {overall.get('feature_net')})")
 
-    t = _step("+ SinGAN from one phantom image (issue 6)")
-    from oncosynth.demo.generators import demo_singan
-
-    _done("SinGAN samples (samples-grid.png: training image first)", demo_singan(dataset, out / "singan", seed=seed), t)
-
-    t = _step("+ diffusion model (DDPM) with the memorisation guard (issue 19)")
-    from oncosynth.demo.generators import demo_ddpm
-
-    ddpm = demo_ddpm(dataset, out / "ddpm", seed=seed)
-    console.print(f"ddpm: {ddpm['images']} images, {ddpm['rejected']} flagged as training copies and replaced")
-    _done("DDPM samples + manifest (sample grid in ddpm/run/samples/)", ddpm["folder"], t)
-
     t = _step("+ style transfer with the anomaly and classifier gates, a few phantom pairs (issue 5)")
     from oncosynth.demo.style_transfer import demo_style_transfer
 
@@ -107,6 +106,21 @@ def run_demo(out: str | Path = "oncosynth-demo", seed: int = 0) -> Path:
     console.print(f"style transfer: {style['accepted']} accepted of {style['pairs']} pairs in {style['trials']} "
                   f"trials (rejections: {style['rejected_by']})")
     _done("accepted images + manifest of every trial", out / "style-transfer" / "accepted", t)
+
+    t = _step("+ SinGAN from one phantom image (issue 6) and a diffusion model (DDPM) with the memorisation "
+              "guard (issue 19)")
+    if side is None:
+        finished = side_lane(str(phantom_dir), str(out), seed, side_settings(), lanes.threads)
+    else:
+        console.print("waiting for the second process" if not side.done() else "finished in the second process")
+        finished = side.result()
+    console.print(f"SinGAN samples (samples-grid.png: training image first): {finished['singan']} "
+                  f"({finished['singan_seconds']:.0f} s)")
+    ddpm = finished["ddpm"]
+    console.print(f"ddpm: {ddpm['images']} images, {ddpm['rejected']} flagged as training copies and replaced; "
+                  f"samples + manifest in {ddpm['folder']}, sample grid in ddpm/run/samples/ "
+                  f"({finished['ddpm_seconds']:.0f} s)")
+    _done("second lane", out / "ddpm", t)
 
     console.rule()
     console.print(f"[bold green]demo finished in {time.perf_counter() - started:.0f} s; outputs under {out}")

@@ -13,12 +13,14 @@ DEMO_STUDY_EPOCHS = 6
 
 
 def demo_study(out: str | Path, phantom: str | Path, synthetic_folder: str | Path | None = None,
-               generator: str | Path | None = None, device: str = "auto", progress: bool = True) -> Path:
+               generator: str | Path | None = None, device: str = "auto", progress: bool = True,
+               workers: int = 0, threads_per_cell: int = 1) -> Path:
     """Two arms × two seeds with a tiny ResNet at 64 px on a phantom data set; returns the report path.
 
     The second arm is ``real+synthetic`` when synthetic images (a folder with
     the class at the end of each file name, or a generator run folder) are
-    given, and ``real+oversample`` otherwise.
+    given, and ``real+oversample`` otherwise. ``workers`` > 0 trains the cells in that many
+    processes of ``threads_per_cell`` torch threads each; 0 trains them here, in order.
     """
     if synthetic_folder is not None:
         second = {"name": "real+synthetic", "kind": "real+synthetic",
@@ -40,6 +42,7 @@ def demo_study(out: str | Path, phantom: str | Path, synthetic_folder: str | Pat
         "report_samples": 8,
         "save_models": True,  # the demo reuses the real-only classifier as the evaluation's encoder
     })
-    report = run_study(config, Path(out), device=device, progress=progress)
+    report = run_study(config, Path(out), device=device, progress=progress,
+                       executor_options={"workers": workers} if workers else None, threads_per_cell=threads_per_cell)
     print(f"study report: {report}")
     return report
