@@ -8,6 +8,7 @@ from oncosynth.demo import generators as demo_generators
 from oncosynth.demo import pipeline as demo
 from oncosynth.demo import study as demo_study
 from oncosynth.demo import style_transfer as demo_style
+from oncosynth.demo.lanes import Lanes
 from oncosynth.generators.style_transfer import StyleSettings
 from oncosynth.quality.campaign import RetrySchedule
 
@@ -24,6 +25,8 @@ def test_demo_runs_every_step_and_resumes(tmp_path, monkeypatch):
     monkeypatch.setattr(demo_style, "DEMO_SCHEDULE", RetrySchedule(
         content_layers=demo_style.DEMO_SCHEDULE.content_layers, steps=(2, 3),
         content_weights=demo_style.DEMO_SCHEDULE.content_weights, max_trials=3, baseline=StyleSettings(steps=2)))
+    # first as on a shared machine: SinGAN, the DDPM and the real-only cells in a second process
+    monkeypatch.setattr(demo, "plan_lanes", lambda: Lanes(2, 1))
     out = demo.run_demo(tmp_path / "demo", seed=0)
 
     summary = json.loads((out / "phantom-summary.json").read_text())
@@ -31,7 +34,7 @@ def test_demo_runs_every_step_and_resumes(tmp_path, monkeypatch):
     assert (out / "gan" / "weights.safetensors").is_file()
     assert len(list((out / "synthetic").glob("*.png"))) == 16
     results = json.loads((out / "study" / "results.json").read_text())
-    assert {row["arm"] for row in results["summary"]} == {"real", "real+synthetic"}
+    assert {row["arm"] for row in results["summary"]} == {"real", "real+synthetic"} and len(results["cells"]) == 4
     assert (out / "study" / "report.html").stat().st_size > 10_000
     metrics = json.loads((out / "evaluation" / "metrics.json").read_text())
     assert metrics["results"]["overall"]["n_synthetic"] == 16
@@ -44,6 +47,7 @@ def test_demo_runs_every_step_and_resumes(tmp_path, monkeypatch):
     style = json.loads((out / "style-transfer" / "accepted" / "manifest.json").read_text())
     assert style["summary"]["trials"] >= style["summary"]["pairs"] > 0 and style["config"]["gates"] == ["anomaly", "classifier"]
 
+    monkeypatch.setattr(demo, "plan_lanes", lambda: Lanes(1, 1))  # as on an idle machine: everything here
     demo.run_demo(tmp_path / "demo", seed=0)  # a re-run reuses every finished step
     assert len(list((out / "synthetic").glob("*.png"))) == 16
     assert json.loads((out / "study" / "results.json").read_text())["cells"] == results["cells"]

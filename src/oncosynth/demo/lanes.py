@@ -1,16 +1,19 @@
-"""The demo's work in two lanes: independent steps side by side, each in its own process.
+"""The demo's work in two lanes when its process would leave cores idle: on a shared machine.
 
-Why processes and not torch's threads: an OpenMP thread team meets at a barrier after every
-operation, so when another program holds one of two cores the team waits for its descheduled
-member; on a shared machine oncosynth therefore runs torch on one thread (:mod:`oncosynth.threads`),
-which leaves the demo's own second core idle when the machine is not shared after all, and gives it
-only one core's worth when it is. Independent steps in separate processes never wait for each other:
-the operating system shares the cores between every runnable thread, so alone the two lanes use
-both cores, and beside a busy program they get two of its three shares (bench/RESULTS.md, "Speed
-under load", the demo rows).
+On a machine that is busy when it starts, oncosynth runs torch on one thread
+(:mod:`oncosynth.threads`): OpenMP threads meet at a barrier after every operation, and beside a
+busy program the partner they wait for is often descheduled. That one thread gets one core's
+share. Independent steps in separate processes never wait for each other, so the operating
+system shares the cores between all runnable threads: two lanes beside one busy program get two
+of its three shares of two cores instead of one.
 
-The lanes: SinGAN and the diffusion model need nothing from the rest, so they run in a second process
-while the main one trains the GAN; the study then trains its cells on one worker process per lane.
+On an idle machine the demo keeps one lane with torch's threads: here two torch processes slow
+each other about as much as two OpenMP threads do (the two virtual cores share their
+execution units), so lanes gained nothing alone (bench/RESULTS.md, "Speed under load", the demo rows).
+
+The second lane takes what needs nothing from the main lane: SinGAN, the diffusion model and the
+study's real-only cells; the main lane trains the GAN, generates, trains the real+synthetic cells,
+then waits for the second lane and writes the study's report from all four cells.
 """
 
 from __future__ import annotations
@@ -18,14 +21,12 @@ from __future__ import annotations
 import multiprocessing
 import os
 from concurrent import futures
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 
-from oncosynth.threads import user_thread_count
 
 
 @dataclass(frozen=True)
@@ -36,33 +37,18 @@ class Lanes:
     threads: int
 
 
-def plan_lanes(cores: int | None = None, user_threads: int | None = None) -> Lanes:
-    """Two lanes on a machine with two or more cores, each with half the cores' threads (the user's
-    ``OMP_NUM_THREADS`` when given); one lane, with this process's threads, on a single core."""
+def plan_lanes(cores: int | None = None, threads: int | None = None) -> Lanes:
+    """Two lanes of ``threads`` each when they fit in the cores twice over (one thread per lane on a
+    shared 2-core machine, or where the user set ``OMP_NUM_THREADS`` that low); else one lane.
+    ``threads``: this process's torch threads (default ``torch.get_num_threads()``)."""
     cores = cores or os.cpu_count() or 1
-    if cores < 2:
-        return Lanes(1, user_threads or torch.get_num_threads())
-    return Lanes(2, user_threads or max(1, cores // 2))
-
-
-def machine_lanes() -> Lanes:
-    return plan_lanes(user_threads=user_thread_count())
-
-
-@contextmanager
-def torch_threads(count: int) -> Iterator[None]:
-    """Run the block with ``count`` torch threads, then put this process's count back."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
+    threads = threads or torch.get_num_threads()
+    return Lanes(2 if 2 * threads <= cores else 1, threads)
 
 
 def start_side_lane(lanes: Lanes, phantom: Path, out: Path, seed: int,
                     settings: dict[str, Any]) -> futures.Future | None:
-    """Start SinGAN and the diffusion model in a second process; None with one lane (the caller runs
+    """Start the second lane's steps in a second process; None with one lane (the caller runs
     them itself). ``settings`` holds the steps' sizes, passed explicitly: a fresh process does not
     see changes made to this one's module constants."""
     if lanes.count < 2:
@@ -74,14 +60,17 @@ def start_side_lane(lanes: Lanes, phantom: Path, out: Path, seed: int,
 
 
 def side_settings() -> dict[str, Any]:
-    """The second lane's sizes, read now from ``oncosynth.demo.generators`` (tests shrink them there)."""
-    from oncosynth.demo import generators
+    """The second lane's sizes, read now from the demo's modules (tests shrink them there)."""
+    from oncosynth.demo import generators, study
 
-    return {"singan": generators.DEMO_SINGAN, "ddpm": generators.DEMO_DDPM, "ddpm_steps": generators.DEMO_DDPM_STEPS}
+    return {"singan": generators.DEMO_SINGAN, "ddpm": generators.DEMO_DDPM, "ddpm_steps": generators.DEMO_DDPM_STEPS,
+            "study": {"size": study.DEMO_STUDY_SIZE, "epochs": study.DEMO_STUDY_EPOCHS}}
 
 
-def side_lane(phantom: str, out: str, seed: int, settings: dict[str, Any], threads: int) -> dict[str, Any]:
-    """The second lane's steps (in its own process): SinGAN from one phantom image, then the DDPM."""
+def side_lane(phantom: str, out: str, seed: int, settings: dict[str, Any], threads: int,
+              study: bool = True) -> dict[str, Any]:
+    """The second lane's steps (in its own process): SinGAN from one phantom image, the DDPM, then
+    (``study``) the study's real-only cells."""
     import time
 
     from oncosynth.data import load_dataset
@@ -94,5 +83,10 @@ def side_lane(phantom: str, out: str, seed: int, settings: dict[str, Any], threa
     singan_seconds = time.perf_counter() - started
     ddpm = demo_ddpm(dataset, Path(out) / "ddpm", seed=seed, settings=settings["ddpm"],
                      steps=settings["ddpm_steps"])
-    return {"singan": singan, "singan_seconds": singan_seconds, "ddpm": ddpm,
-            "ddpm_seconds": time.perf_counter() - started - singan_seconds}
+    ddpm_seconds = time.perf_counter() - started - singan_seconds
+    if study:
+        from oncosynth.demo.study import demo_study
+
+        demo_study(Path(out) / "study", phantom, progress=False, arms="real", **settings["study"])
+    return {"singan": singan, "singan_seconds": singan_seconds, "ddpm": ddpm, "ddpm_seconds": ddpm_seconds,
+            "study_seconds": time.perf_counter() - started - singan_seconds - ddpm_seconds}

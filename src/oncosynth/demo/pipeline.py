@@ -10,7 +10,6 @@ from __future__ import annotations
 import csv
 import json
 import time
-from contextlib import nullcontext
 from pathlib import Path
 
 from rich.console import Console
@@ -18,7 +17,7 @@ from rich.console import Console
 from oncosynth.data import load_dataset
 from oncosynth.data.phantom import PhantomConfig, write_phantom
 from oncosynth.data.summary import render_summary, summarise
-from oncosynth.demo.lanes import machine_lanes, side_lane, side_settings, start_side_lane, torch_threads
+from oncosynth.demo.lanes import plan_lanes, side_lane, side_settings, start_side_lane
 from oncosynth.io import write_json
 
 console = Console()
@@ -62,18 +61,17 @@ def run_demo(out: str | Path = "oncosynth-demo", seed: int = 0) -> Path:
     render_summary(summary)
     _done("summary", out / "phantom-summary.json", t)
 
-    # SinGAN and the DDPM need nothing from the steps below: on two or more cores they run beside them
-    lanes = machine_lanes()
+    # on a shared machine (one torch thread here) a second process takes what needs nothing from the main lane
+    lanes = plan_lanes()
     side = start_side_lane(lanes, phantom_dir, out, seed, side_settings())
     if side is not None:
-        console.print(f"SinGAN and the diffusion model train in a second process, beside the next steps "
-                      f"({lanes.count} lanes of {lanes.threads} CPU thread(s))")
+        console.print(f"SinGAN, the diffusion model and the study's real-only cells run in a second process, "
+                      f"beside the next steps ({lanes.threads} CPU thread(s) per process)")
 
-    with torch_threads(lanes.threads) if side is not None else nullcontext():
-        t = _step("3/6 train a conditional GAN (MCGAN, width 16)")
-        gan_dir = out / "gan"
-        demo_train(dataset, gan_dir, seed=seed, steps=DEMO_GAN_STEPS)
-        _done("generator run (sample grids in samples/)", gan_dir, t)
+    t = _step("3/6 train a conditional GAN (MCGAN, width 16)")
+    gan_dir = out / "gan"
+    demo_train(dataset, gan_dir, seed=seed, steps=DEMO_GAN_STEPS)
+    _done("generator run (sample grids in samples/)", gan_dir, t)
 
     t = _step("4/6 generate synthetic images")
     synthetic_dir = out / "synthetic"
@@ -84,8 +82,12 @@ def run_demo(out: str | Path = "oncosynth-demo", seed: int = 0) -> Path:
     _done("synthetic images + manifest", synthetic_dir, t)
 
     t = _step("5/6 utility study: real vs real+synthetic, 2 seeds")
-    study_report = demo_study(out / "study", phantom_dir, synthetic_folder=synthetic_dir,
-                              workers=lanes.count if lanes.count > 1 else 0, threads_per_cell=lanes.threads)
+    if side is not None:  # this lane's cells; the second lane trains the real-only ones
+        demo_study(out / "study", phantom_dir, synthetic_folder=synthetic_dir, arms="second")
+        if not side.done():
+            console.print("waiting for the second process")
+        finished_side = side.result()
+    study_report = demo_study(out / "study", phantom_dir, synthetic_folder=synthetic_dir)  # every cell: the report
     _done("study report", study_report, t)
 
     t = _step("6/6 fidelity, diversity and memorisation")
@@ -110,17 +112,16 @@ def run_demo(out: str | Path = "oncosynth-demo", seed: int = 0) -> Path:
     t = _step("+ SinGAN from one phantom image (issue 6) and a diffusion model (DDPM) with the memorisation "
               "guard (issue 19)")
     if side is None:
-        finished = side_lane(str(phantom_dir), str(out), seed, side_settings(), lanes.threads)
+        finished_side = side_lane(str(phantom_dir), str(out), seed, side_settings(), lanes.threads, study=False)
     else:
-        console.print("waiting for the second process" if not side.done() else "finished in the second process")
-        finished = side.result()
-    console.print(f"SinGAN samples (samples-grid.png: training image first): {finished['singan']} "
-                  f"({finished['singan_seconds']:.0f} s)")
-    ddpm = finished["ddpm"]
+        console.print("(trained in the second process, beside the GAN)")
+    console.print(f"SinGAN samples (samples-grid.png: training image first): {finished_side['singan']} "
+                  f"({finished_side['singan_seconds']:.0f} s)")
+    ddpm = finished_side["ddpm"]
     console.print(f"ddpm: {ddpm['images']} images, {ddpm['rejected']} flagged as training copies and replaced; "
                   f"samples + manifest in {ddpm['folder']}, sample grid in ddpm/run/samples/ "
-                  f"({finished['ddpm_seconds']:.0f} s)")
-    _done("second lane", out / "ddpm", t)
+                  f"({finished_side['ddpm_seconds']:.0f} s)")
+    _done("SinGAN and DDPM", out / "ddpm", t)
 
     console.rule()
     console.print(f"[bold green]demo finished in {time.perf_counter() - started:.0f} s; outputs under {out}")
