@@ -82,12 +82,13 @@ def run_demo(out: str | Path = "oncosynth-demo", seed: int = 0) -> Path:
     _done("synthetic images + manifest", synthetic_dir, t)
 
     t = _step("5/6 utility study: real vs real+synthetic, 2 seeds")
-    if side is not None:  # this lane's cells; the second lane trains the real-only ones
-        demo_study(out / "study", phantom_dir, synthetic_folder=synthetic_dir, arms="second")
+    if side is not None:  # it trains the real-only cells; the others then take both lanes
         if not side.done():
-            console.print("waiting for the second process")
+            console.print("waiting for the second process (SinGAN, DDPM, real-only cells)")
         finished_side = side.result()
-    study_report = demo_study(out / "study", phantom_dir, synthetic_folder=synthetic_dir)  # every cell: the report
+        console.print(f"second process: its steps took {finished_side['finished_at']:.0f} s")
+    study_report = demo_study(out / "study", phantom_dir, synthetic_folder=synthetic_dir,
+                              workers=lanes.count if side is not None else 0, threads_per_cell=lanes.threads)
     _done("study report", study_report, t)
 
     t = _step("6/6 fidelity, diversity and memorisation")
