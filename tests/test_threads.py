@@ -11,13 +11,13 @@ import time
 import pytest
 
 import oncosynth.threads as threads
-from oncosynth.threads import SPIN_COUNT, SPIN_COUNT_IDLE, apply_wait_policy, others_busy_cores, user_thread_count
+from oncosynth.threads import SPIN_COUNT, SPIN_COUNT_IDLE, apply_wait_policy, others_busy_cores
 
 
 @pytest.fixture(autouse=True)
 def _keep_this_process_policy(monkeypatch):
     """The tests call the policy on made-up environments; this process's own record is put back after each."""
-    for name in ("_STATUS", "_MACHINE", "_THREADS", "_USER_COUNT"):
+    for name in ("_STATUS", "_MACHINE", "_THREADS"):
         monkeypatch.setattr(threads, name, getattr(threads, name))
 
 
@@ -45,17 +45,6 @@ def test_the_users_thread_count_is_kept_on_a_shared_machine(monkeypatch):
     assert apply_wait_policy(env, modules={}, busy_cores=lambda: 1.5) == "set"
     assert env == {"OMP_NUM_THREADS": "2", "GOMP_SPINCOUNT": str(SPIN_COUNT)}
     assert threads.status()["thread_count"] == "the user's OMP_NUM_THREADS=2"
-
-
-def test_only_a_count_the_user_set_is_the_users(monkeypatch):
-    monkeypatch.setattr(threads.os, "cpu_count", lambda: 2)
-    apply_wait_policy({"OMP_NUM_THREADS": "3"}, modules={}, busy_cores=lambda: 0.0)
-    assert user_thread_count() == 3
-    env: dict[str, str] = {}
-    apply_wait_policy(env, modules={}, busy_cores=lambda: 1.0)  # the policy's own "1" on a shared machine
-    assert env["OMP_NUM_THREADS"] == "1" and user_thread_count() is None
-    apply_wait_policy({"OMP_NUM_THREADS": "many"}, modules={}, busy_cores=lambda: 0.0)
-    assert user_thread_count() is None
 
 
 def test_one_thread_needs_no_sample(monkeypatch):

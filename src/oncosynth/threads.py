@@ -57,7 +57,6 @@ USER_KNOBS = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME")
 _STATUS = "not applied"
 _MACHINE = "not sampled"
 _THREADS = "torch's default"
-_USER_COUNT: int | None = None
 
 
 def apply_wait_policy(environ: MutableMapping[str, str] | None = None,
@@ -69,10 +68,9 @@ def apply_wait_policy(environ: MutableMapping[str, str] | None = None,
     ``busy_cores`` measures other processes' CPU use in cores (default: ``others_busy_cores``).
     On a shared machine it also sets ``OMP_NUM_THREADS=1`` unless the user set a count.
     """
-    global _STATUS, _MACHINE, _THREADS, _USER_COUNT
+    global _STATUS, _MACHINE, _THREADS
     environ = os.environ if environ is None else environ
     user_count = environ.get("OMP_NUM_THREADS", "").strip()
-    _USER_COUNT = int(user_count) if user_count.isdigit() and int(user_count) >= 1 else None
     _THREADS = f"the user's OMP_NUM_THREADS={user_count}" if user_count else "torch's default"
     modules = sys.modules if modules is None else modules
     if any(environ.get(knob) for knob in USER_KNOBS):
@@ -113,12 +111,6 @@ def others_busy_cores(seconds: float = SAMPLE_SECONDS, stat: str = "/proc/stat")
     if elapsed <= 0:
         return None
     return (os.cpu_count() or 1) * (1 - (idle1 - idle0) / elapsed)
-
-
-def user_thread_count() -> int | None:
-    """The ``OMP_NUM_THREADS`` the user set before oncosynth was imported (None if unset or not a count);
-    a count this policy set itself on a shared machine is not the user's."""
-    return _USER_COUNT
 
 
 def status() -> dict[str, str | None]:
