@@ -22,3 +22,49 @@ def test_threads_for_every_core_is_one_lane():
 
 def test_the_default_is_this_process_threads():
     assert plan_lanes(cores=2 * torch.get_num_threads()) == Lanes(2, torch.get_num_threads())
+
+
+PARENT = '''
+import multiprocessing, sys, time
+from oncosynth.demo.lanes import _exit_with_parent
+
+def child(path):
+    _exit_with_parent(poll_seconds=0.1)
+    open(path, "w").write(str(__import__("os").getpid()))
+    time.sleep(120)
+
+if __name__ == "__main__":
+    multiprocessing.get_context("spawn").Process(target=child, args=(sys.argv[1],)).start()
+    time.sleep(120)
+'''
+
+
+def test_the_second_lane_ends_when_the_demo_is_killed(tmp_path):
+    """A killed demo must not leave its second process writing into the folders a re-run resumes."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script, pid_file = tmp_path / "parent.py", tmp_path / "child.pid"
+    script.write_text(PARENT)
+    parent = subprocess.Popen([sys.executable, str(script), str(pid_file)])
+    try:
+        deadline = time.monotonic() + 60
+        while not (pid_file.is_file() and pid_file.read_text()) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        child = int(pid_file.read_text())
+        parent.send_signal(signal.SIGKILL)
+        parent.wait()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                os.kill(child, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.1)
+        os.kill(child, signal.SIGKILL)
+        raise AssertionError("the second lane outlived the killed demo by 10 s")
+    finally:
+        parent.kill()

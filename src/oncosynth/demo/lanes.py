@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import time
 from concurrent import futures
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,7 +56,7 @@ def start_side_lane(lanes: Lanes, phantom: Path, out: Path, seed: int,
     if lanes.count < 2:
         return None
     pool = futures.ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
-    future = pool.submit(side_lane, str(phantom), str(out), seed, settings, lanes.threads)
+    future = pool.submit(_side_lane_process, str(phantom), str(out), seed, settings, lanes.threads)
     pool.shutdown(wait=False)  # the process ends after its one job; the future still holds the result
     return future
 
@@ -72,8 +73,6 @@ def side_lane(phantom: str, out: str, seed: int, settings: dict[str, Any], threa
               study: bool = True) -> dict[str, Any]:
     """The second lane's steps (in its own process): SinGAN from one phantom image, the DDPM, then
     (``study``) the study's real-only cells."""
-    import time
-
     from oncosynth.data import load_dataset
     from oncosynth.demo.generators import demo_ddpm, demo_singan
 
@@ -91,3 +90,23 @@ def side_lane(phantom: str, out: str, seed: int, settings: dict[str, Any], threa
         demo_study(Path(out) / "study", phantom, progress=False, arms="real", **settings["study"])
     return {"singan": singan, "singan_seconds": singan_seconds, "ddpm": ddpm, "ddpm_seconds": ddpm_seconds,
             "finished_at": time.perf_counter() - started}
+
+
+def _side_lane_process(*args: Any) -> dict[str, Any]:
+    _exit_with_parent()
+    return side_lane(*args)
+
+
+def _exit_with_parent(poll_seconds: float = 1.0) -> None:
+    """End this process when the demo's process is gone (killed): a re-run must not meet an orphan
+    still writing into the same folders. Its finished steps are on disk and the re-run resumes them."""
+    import threading
+
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(poll_seconds)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
