@@ -63,10 +63,11 @@ def start_side_lane(lanes: Lanes, phantom: Path, out: Path, seed: int,
 
 def side_settings() -> dict[str, Any]:
     """The second lane's sizes, read now from the demo's modules (tests shrink them there)."""
-    from oncosynth.demo import generators, study
+    from oncosynth.demo.generators import DEMO_DDPM, DEMO_DDPM_STEPS, DEMO_SINGAN
+    from oncosynth.demo.study import DEMO_STUDY_EPOCHS, DEMO_STUDY_SIZE
 
-    return {"singan": generators.DEMO_SINGAN, "ddpm": generators.DEMO_DDPM, "ddpm_steps": generators.DEMO_DDPM_STEPS,
-            "study": {"size": study.DEMO_STUDY_SIZE, "epochs": study.DEMO_STUDY_EPOCHS}}
+    return {"singan": DEMO_SINGAN, "ddpm": DEMO_DDPM, "ddpm_steps": DEMO_DDPM_STEPS,
+            "study": {"size": DEMO_STUDY_SIZE, "epochs": DEMO_STUDY_EPOCHS}}
 
 
 def side_lane(phantom: str, out: str, seed: int, settings: dict[str, Any], threads: int,
