@@ -30,7 +30,6 @@ from typing import Any
 import torch
 
 
-
 @dataclass(frozen=True)
 class Lanes:
     """``count`` lanes of ``threads`` torch threads each (one lane: everything in this process, in order)."""
@@ -72,8 +71,8 @@ def side_settings() -> dict[str, Any]:
 
 def side_lane(phantom: str, out: str, seed: int, settings: dict[str, Any], threads: int,
               study: bool = True) -> dict[str, Any]:
-    """The second lane's steps (in its own process): SinGAN from one phantom image, the DDPM, then
-    (``study``) the study's real-only cells."""
+    """The second lane's steps: SinGAN from one phantom image, the DDPM, then (``study``) the study's
+    real-only cells. Runs in the second process, or in this one when there is one lane."""
     from oncosynth.data import load_dataset
     from oncosynth.demo.generators import demo_ddpm, demo_singan
 
