@@ -7,9 +7,9 @@ share. Independent steps in separate processes never wait for each other, so the
 system shares the cores between all runnable threads: two lanes beside one busy program get two
 of its three shares of two cores instead of one.
 
-On an idle machine the demo keeps one lane with torch's threads: here two torch processes slow
-each other about as much as two OpenMP threads do (the two virtual cores share their
-execution units), so lanes gained nothing alone (bench/RESULTS.md, "Speed under load", the demo rows).
+On an idle machine the demo keeps one lane with torch's threads: they already use every core, so a
+second process only splits them. Two one-thread lanes alone took 276 s against one two-thread lane's
+259 (bench/RESULTS.md, "Speed under load", the fifth window).
 
 The second lane takes what needs nothing from the main lane: SinGAN, the diffusion model and the
 study's real-only cells, about as much work as the main lane's GAN. The main lane trains the GAN and

@@ -22,11 +22,13 @@ def demo_study(out: str | Path, phantom: str | Path, synthetic_folder: str | Pat
     the class at the end of each file name, or a generator run folder) are
     given, and ``real+oversample`` otherwise. ``workers`` > 0 trains the cells in that many
     processes of ``threads_per_cell`` torch threads each; 0 trains them here, in order.
-    ``arms="real"`` or ``"second"`` trains one arm's cells only, into the same folder (a cell's
-    result does not depend on the other arms, so a later run with both arms reuses them); its
-    results and report cover that arm and are replaced by the run with both. ``size`` and
+    ``arms="real"`` trains the real-only cells only, into the same folder (a cell's result does
+    not depend on the other arms, so a later run with both arms reuses them); its results and
+    report cover that arm and are replaced by the run with both. ``size`` and
     ``epochs`` replace ``DEMO_STUDY_SIZE`` and ``DEMO_STUDY_EPOCHS``.
     """
+    if arms not in ("both", "real"):
+        raise ValueError(f"arms must be 'both' or 'real', not {arms!r}")
     if synthetic_folder is not None:
         second = {"name": "real+synthetic", "kind": "real+synthetic",
                   "synthetic": {"folder": str(synthetic_folder), "label_from_name": True, "ratio": 1.0}}
@@ -40,8 +42,7 @@ def demo_study(out: str | Path, phantom: str | Path, synthetic_folder: str | Pat
         "data": {"path": str(phantom), "size": size or DEMO_STUDY_SIZE, "channels": 1},
         "model": {"backbone": "resnet10t"},
         "train": {"epochs": epochs or DEMO_STUDY_EPOCHS, "batch_size": 32, "lr": 0.002, "warmup_epochs": 0.5},
-        "arms": {"both": [{"name": "real", "kind": "real"}, second], "real": [{"name": "real", "kind": "real"}],
-                 "second": [second]}[arms],
+        "arms": [{"name": "real", "kind": "real"}] + ([second] if arms == "both" else []),
         "fractions": [1.0],
         "seeds": [0, 1],
         "bootstrap": 500,
