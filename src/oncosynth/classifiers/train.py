@@ -105,12 +105,12 @@ def predict_proba(model: nn.Module, images: torch.Tensor, device: torch.device |
     model.eval()
     out = []
     for start in range(0, len(images), batch_size):
-        batch = _to_float(images[start : start + batch_size], device)
+        batch = to_float(images[start : start + batch_size], device)
         out.append(predict_batch_proba(model, batch).cpu())  # flip TTA when the model asks for it
     return torch.cat(out).numpy() if out else np.zeros((0, 0))
 
 
-def _to_float(batch: torch.Tensor, device: torch.device | str) -> torch.Tensor:
+def to_float(batch: torch.Tensor, device: torch.device | str) -> torch.Tensor:
     batch = batch.to(device, non_blocking=True)
     return batch.float().div_(255) if batch.dtype == torch.uint8 else batch.float()
 
@@ -236,7 +236,7 @@ def train_classifier(model: Classifier, train: tuple[torch.Tensor, torch.Tensor]
             batches = _plan_batches(images, labels, plan, generator, chunk_steps)
         for xb, yb, n_syn in batches:
             seen_synthetic += n_syn
-            xb, yb = _to_float(xb, device), yb.to(device, non_blocking=True)
+            xb, yb = to_float(xb, device), yb.to(device, non_blocking=True)
             if config.augment:
                 xb = augment_batch(xb, config.augmentations, generator)
             xb, targets = mix_batch(xb, yb, num_classes, config.mixup, config.cutmix, config.mix_prob, generator)
