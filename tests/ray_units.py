@@ -29,3 +29,12 @@ def sigkill_once(marker: str, value: int):
         Path(marker).write_text("killed")
         os.kill(os.getpid(), signal.SIGKILL)
     return value
+
+
+def write_pid_and_sleep(path: str, seconds: float):
+    """Stands in for a long study cell: says which process runs it, then works for a while."""
+    import time
+
+    Path(path).write_text(str(os.getpid()))
+    time.sleep(seconds)
+    return seconds

@@ -26,10 +26,10 @@ def test_the_default_is_this_process_threads():
 
 PARENT = '''
 import multiprocessing, sys, time
-from oncosynth.demo.lanes import _exit_with_parent
+from oncosynth.runtime.orphans import exit_with_parent
 
 def child(path):
-    _exit_with_parent(poll_seconds=0.1)
+    exit_with_parent(poll_seconds=0.1)
     open(path, "w").write(str(__import__("os").getpid()))
     time.sleep(120)
 

@@ -60,3 +60,47 @@ def test_a_killed_pool_worker_without_retries_is_a_reported_failure(tmp_path):
     dies, fine = run_all(units, LocalExecutor(workers=2, retries=0))
     assert not dies.ok and "worker process died" in dies.error and dies.attempts == 1
     assert fine.ok and fine.value == 4
+
+
+STUDY_PARENT = '''
+import sys
+sys.path.insert(0, sys.argv[2])
+from oncosynth.parallel.executor import LocalExecutor, Unit, run_all
+from ray_units import write_pid_and_sleep
+
+if __name__ == "__main__":
+    run_all([Unit("cell", write_pid_and_sleep, (sys.argv[1], 120))], LocalExecutor(workers=1))
+'''
+
+
+def test_a_pool_worker_ends_when_the_study_process_is_killed(tmp_path):
+    """A study killed with SIGKILL must not leave its worker training the cell a re-run starts again."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    script, pid_file = tmp_path / "study.py", tmp_path / "worker.pid"
+    script.write_text(STUDY_PARENT)
+    parent = subprocess.Popen([sys.executable, str(script), str(pid_file), str(Path(__file__).parent)])
+    try:
+        deadline = time.monotonic() + 120
+        while not (pid_file.is_file() and pid_file.read_text()) and time.monotonic() < deadline:
+            assert parent.poll() is None, "the study process ended before its worker started"
+            time.sleep(0.1)
+        worker = int(pid_file.read_text())
+        parent.send_signal(signal.SIGKILL)
+        parent.wait()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                os.kill(worker, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.1)
+        os.kill(worker, signal.SIGKILL)
+        raise AssertionError("the worker outlived the killed study process by 10 s")
+    finally:
+        parent.kill()

@@ -29,6 +29,8 @@ from typing import Any
 
 import torch
 
+from oncosynth.runtime.orphans import exit_with_parent
+
 
 @dataclass(frozen=True)
 class Lanes:
@@ -93,20 +95,5 @@ def side_lane(phantom: str, out: str, seed: int, settings: dict[str, Any], threa
 
 
 def _side_lane_process(*args: Any) -> dict[str, Any]:
-    _exit_with_parent()
+    exit_with_parent()  # a re-run after kill -9 must not meet this lane still writing
     return side_lane(*args)
-
-
-def _exit_with_parent(poll_seconds: float = 1.0) -> None:
-    """End this process when the demo's process is gone (killed): a re-run must not meet an orphan
-    still writing into the same folders. Its finished steps are on disk and the re-run resumes them."""
-    import threading
-
-    parent = os.getppid()
-
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(poll_seconds)
-        os._exit(1)
-
-    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()

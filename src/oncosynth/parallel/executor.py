@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar, Iterable, Iterator
 
 from oncosynth.errors import ConfigError
+from oncosynth.runtime.orphans import exit_with_parent
 
 
 @dataclass(frozen=True)
@@ -132,7 +133,8 @@ class LocalExecutor(Executor):
         shared ``ProcessPoolExecutor`` breaks and fails every unit in it, so the culprit cannot be
         told from the bystanders. A dead lane names its one unit; only that unit is charged an
         attempt, and the lane restarts with a fresh process. Living workers are reused, so imports
-        are paid once per lane.
+        are paid once per lane. A worker ends itself when this process is killed
+        (``runtime.orphans``), so a re-run never meets it still writing the unit it restarts.
         """
         context = multiprocessing.get_context("spawn")
         queue = deque(units)
@@ -145,7 +147,8 @@ class LocalExecutor(Executor):
                 for lane in range(self.workers):
                     if queue and lane not in busy:
                         if lanes[lane] is None:
-                            lanes[lane] = futures.ProcessPoolExecutor(max_workers=1, mp_context=context)
+                            lanes[lane] = futures.ProcessPoolExecutor(max_workers=1, mp_context=context,
+                                                                   initializer=exit_with_parent)
                         unit = queue.popleft()
                         running[lanes[lane].submit(_call, unit)] = (lane, unit)
                 done, _ = futures.wait(running, return_when=futures.FIRST_COMPLETED)
