@@ -125,7 +125,10 @@ def test_sampling_is_seeded_per_image_and_takes_guidance_and_steps(trained):
     gen = load_generator(trained)
     four = gen.sample(4, "malignant", seed=10, batch_size=3)
     assert four.shape == (4, 1, 16, 16) and 0 <= float(four.min()) and float(four.max()) <= 1
-    assert torch.equal(four[2:3], gen.sample(1, "malignant", seed=12))      # image i <- seed + i
+    # image i <- seed + i: the same noise; the same pixels up to rounding, because a batch of 3 and a
+    # batch of 1 may take different CPU kernels (bitwise equal on one Intel VM, not on an AMD EPYC one)
+    assert torch.allclose(four[2:3], gen.sample(1, "malignant", seed=12), atol=1e-4)
+    assert not torch.allclose(four[2:3], four[1:2], atol=1e-2)              # ... and other seeds differ
     assert not torch.equal(four[0], gen.sample(1, "benign", seed=10)[0])    # the class matters
     plain = gen.sample(2, "benign", seed=0, guidance=1.0, steps=2)
     assert not torch.equal(plain, gen.sample(2, "benign", seed=0, guidance=3.0, steps=2))
