@@ -41,30 +41,6 @@ if __name__ == "__main__":
 
 def test_the_second_lane_ends_when_the_demo_is_killed(tmp_path):
     """A killed demo must not leave its second process writing into the folders a re-run resumes."""
-    import os
-    import signal
-    import subprocess
-    import sys
-    import time
+    from orphan_helpers import assert_child_ends_with_parent
 
-    script, pid_file = tmp_path / "parent.py", tmp_path / "child.pid"
-    script.write_text(PARENT)
-    parent = subprocess.Popen([sys.executable, str(script), str(pid_file)])
-    try:
-        deadline = time.monotonic() + 60
-        while not (pid_file.is_file() and pid_file.read_text()) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        child = int(pid_file.read_text())
-        parent.send_signal(signal.SIGKILL)
-        parent.wait()
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                os.kill(child, 0)
-            except ProcessLookupError:
-                return
-            time.sleep(0.1)
-        os.kill(child, signal.SIGKILL)
-        raise AssertionError("the second lane outlived the killed demo by 10 s")
-    finally:
-        parent.kill()
+    assert_child_ends_with_parent(PARENT, tmp_path, what="second lane")

@@ -75,32 +75,8 @@ if __name__ == "__main__":
 
 def test_a_pool_worker_ends_when_the_study_process_is_killed(tmp_path):
     """A study killed with SIGKILL must not leave its worker training the cell a re-run starts again."""
-    import os
-    import signal
-    import subprocess
-    import sys
-    import time
     from pathlib import Path
 
-    script, pid_file = tmp_path / "study.py", tmp_path / "worker.pid"
-    script.write_text(STUDY_PARENT)
-    parent = subprocess.Popen([sys.executable, str(script), str(pid_file), str(Path(__file__).parent)])
-    try:
-        deadline = time.monotonic() + 120
-        while not (pid_file.is_file() and pid_file.read_text()) and time.monotonic() < deadline:
-            assert parent.poll() is None, "the study process ended before its worker started"
-            time.sleep(0.1)
-        worker = int(pid_file.read_text())
-        parent.send_signal(signal.SIGKILL)
-        parent.wait()
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                os.kill(worker, 0)
-            except ProcessLookupError:
-                return
-            time.sleep(0.1)
-        os.kill(worker, signal.SIGKILL)
-        raise AssertionError("the worker outlived the killed study process by 10 s")
-    finally:
-        parent.kill()
+    from orphan_helpers import assert_child_ends_with_parent
+
+    assert_child_ends_with_parent(STUDY_PARENT, tmp_path, str(Path(__file__).parent), what="pool worker")
