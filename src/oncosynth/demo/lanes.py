@@ -56,8 +56,10 @@ def start_side_lane(lanes: Lanes, phantom: Path, out: Path, seed: int,
     see changes made to this one's module constants."""
     if lanes.count < 2:
         return None
-    pool = futures.ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
-    future = pool.submit(_side_lane_process, str(phantom), str(out), seed, settings, lanes.threads)
+    # the lane ends itself when this process is killed: a re-run must not meet it still writing
+    pool = futures.ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
+                                       initializer=exit_with_parent)
+    future = pool.submit(side_lane, str(phantom), str(out), seed, settings, lanes.threads)
     pool.shutdown(wait=False)  # the process ends after its one job; the future still holds the result
     return future
 
@@ -92,8 +94,3 @@ def side_lane(phantom: str, out: str, seed: int, settings: dict[str, Any], threa
         demo_study(Path(out) / "study", phantom, progress=False, arms="real", **settings["study"])
     return {"singan": singan, "singan_seconds": singan_seconds, "ddpm": ddpm, "ddpm_seconds": ddpm_seconds,
             "finished_at": time.perf_counter() - started}
-
-
-def _side_lane_process(*args: Any) -> dict[str, Any]:
-    exit_with_parent()  # a re-run after kill -9 must not meet this lane still writing
-    return side_lane(*args)
