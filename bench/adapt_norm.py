@@ -22,20 +22,20 @@ import json
 from pathlib import Path
 
 import numpy as np
+
 import oncosynth.study.stats as stats
 from oncosynth.classifiers import load_classifier, predict_proba
 from oncosynth.classifiers.adapt import adapt_batchnorm, cross_fitted_proba
 from oncosynth.data.cache import cached_tensors
 from oncosynth.data.loaders import load_dataset
-from oncosynth.study.cells import MARKER, read_marker, read_predictions
+from oncosynth.study.cells import MARKER, read_marker, read_prediction_uids, read_predictions
 from oncosynth.study.inputs import positive_index
 
 MODES = ("none", "cross-fit", "transductive")
 
 
-def _test_sets(study_out: Path) -> dict[str, tuple]:
+def _test_sets(config: dict) -> dict[str, tuple]:
     """name -> (uint8 images, patient ids, uids) in the study's own order, from its recorded config."""
-    config = json.loads((study_out / "config.json").read_text())
     data = config["data"]
     main = load_dataset(data["path"], format=data["format"], label_from_name=data["label_from_name"],
                         patients_csv=data["patients_csv"])
@@ -50,14 +50,10 @@ def _test_sets(study_out: Path) -> dict[str, tuple]:
     return out
 
 
-def _uids(path: Path) -> list[str]:
-    with open(path) as handle:
-        return [line.split(",", 1)[0] for line in handle.readlines()[1:]]
-
-
 def score(study_out: Path, arms: list[str], folds: int, resamples: int) -> list[dict]:
-    tests = _test_sets(study_out)
-    positive_class = json.loads((study_out / "config.json").read_text())["data"]["positive_class"]
+    config = json.loads((study_out / "config.json").read_text())
+    tests = _test_sets(config)
+    positive_class = config["data"]["positive_class"]
     rows = []
     for arm in arms:
         cells = {}
@@ -78,7 +74,7 @@ def score(study_out: Path, arms: list[str], folds: int, resamples: int) -> list[
                 positive = positive_index(classes, positive_class)
                 for name, (images, patients, uids) in tests.items():
                     expected = folder / f"predictions_{name}.csv"
-                    if _uids(expected) != uids:
+                    if read_prediction_uids(expected) != uids:
                         raise SystemExit(f"{expected}: test cases differ from the study config's '{name}' set")
                     labels[name], recorded = read_predictions(expected, classes)
                     plain = predict_proba(model, images)

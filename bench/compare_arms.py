@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 import oncosynth.study.stats as stats
-from oncosynth.study.cells import MARKER, read_marker, read_predictions
+from oncosynth.study.cells import MARKER, read_marker, read_prediction_uids, read_predictions
 
 
 def _cells(out: Path, arm: str) -> dict[tuple[float, int], Path]:
@@ -31,11 +31,6 @@ def _cells(out: Path, arm: str) -> dict[tuple[float, int], Path]:
         if record is not None and record["arm"] == arm and record["epsilon"] is None:
             found[(record["fraction"], record["seed"])] = folder
     return found
-
-
-def _uids(path: Path) -> list[str]:
-    with open(path) as handle:
-        return [line.split(",", 1)[0] for line in handle.readlines()[1:]]
 
 
 def compare(out: Path, arm_a: str, arm_b: str, resamples: int = 1000, out_b: Path | None = None) -> list[dict]:
@@ -58,7 +53,7 @@ def compare(out: Path, arm_a: str, arm_b: str, resamples: int = 1000, out_b: Pat
                         for (f, s), folder in cells.items() if f == fraction}
             first_a = next(c for (f, _), c in a.items() if f == fraction) / f"predictions_{test}.csv"
             first_b = next(c for (f, _), c in b.items() if f == fraction) / f"predictions_{test}.csv"
-            if _uids(first_a) != _uids(first_b):
+            if read_prediction_uids(first_a) != read_prediction_uids(first_b):
                 raise SystemExit(f"{first_a} and {first_b}: not the same test cases; cannot pair them")
             labels, _ = read_predictions(first_a, classes)
             probs_a, probs_b = by_seed(a), by_seed(b)

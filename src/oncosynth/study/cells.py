@@ -228,6 +228,12 @@ def read_predictions(path: Path, classes: list[str]) -> tuple[np.ndarray, np.nda
     return labels, probs
 
 
+def read_prediction_uids(path: Path) -> list[str]:
+    """The test cases of a predictions file, in its order (to check two files score the same cases)."""
+    with open(path, newline="") as handle:
+        return [row[0] for row in list(csv.reader(handle))[1:]]
+
+
 # ------------------------------------------------------- unit of work ----
 def cell_unit(config: StudyConfig, cell: Cell, out: str, device: torch.device | str, threads: int | None = None,
               cache_dir: str | None = None, on_epoch=None, context: DistContext = SINGLE) -> dict:
