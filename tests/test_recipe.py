@@ -11,7 +11,7 @@ from torch.optim.optimizer import register_optimizer_step_post_hook, register_op
 from oncosynth.classifiers import (DPConfig, TrainConfig, create_classifier, load_classifier, predict_proba,
                                    save_classifier, train_classifier)
 from oncosynth.classifiers.augment import AugmentConfig, augment_batch, gaussian_blur
-from oncosynth.classifiers.normalise import percentile_scale, standardise
+from oncosynth.classifiers.normalise import equalise, percentile_scale, standardise
 from oncosynth.classifiers.recipe import PRESETS, recipe_scheduler
 from oncosynth.classifiers.regularise import WeightEMA, mix_batch
 from oncosynth.errors import ConfigError
@@ -54,6 +54,15 @@ def test_percentile_normalisation_maps_p1_p99_to_0_1():
     assert out.min() == 0 and out.max() == 1
 
 
+def test_equalisation_gives_each_pixel_its_rank_share_and_ignores_a_tone_curve():
+    x = torch.tensor([[[[0.2, 0.9], [0.5, 0.2]]]])
+    assert torch.equal(equalise(x), torch.tensor([[[[0.5, 1.0], [0.75, 0.5]]]]))  # ties share their top rank
+    images = torch.rand(3, 1, 16, 16) * 0.5 + 0.1
+    darker = images ** 2.2 * 0.6  # another scanner's increasing tone curve
+    assert torch.equal(equalise(darker), equalise(images))
+    assert torch.equal(equalise(torch.full((1, 1, 4, 4), 0.3)), torch.ones(1, 1, 4, 4))  # flat
+
+
 def test_the_classifier_normalises_its_input_and_its_checkpoint_remembers(tmp_path):
     model = create_classifier("resnet10t", 1, 2, 16, classes=CLASSES).eval()
     x = torch.rand(4, 1, 16, 16) * 0.3  # dark images, as from another scanner
@@ -69,6 +78,9 @@ def test_the_classifier_normalises_its_input_and_its_checkpoint_remembers(tmp_pa
     loaded = load_classifier(tmp_path / "m")
     assert loaded.config["input_norm"] == "standardise" and loaded.input_norm == "standardise"
     assert torch.allclose(backbone_input(loaded, x), seen)
+    model.set_input_handling("equalise")  # a gamma-darkened image looks the same to an equalising classifier
+    assert torch.allclose(backbone_input(model, x), (equalise(x) - model.mean) / model.std)
+    assert torch.equal(model(x), model(x ** 1.8))
     with pytest.raises(ConfigError):
         model.set_input_handling("zscore")
 

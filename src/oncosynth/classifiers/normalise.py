@@ -8,7 +8,11 @@ saved classifier (feature encoder, quality gate) see the same inputs:
 - ``standardise``: each image to zero mean and unit std (over C×H×W) -- a
   scanner that renders masses darker or flatter gives the same input;
 - ``percentile``: each image's ``[p_low, p_high]`` percentiles to [0, 1]
-  (clipped), then the backbone's mean/std -- robust to a few saturated pixels.
+  (clipped), then the backbone's mean/std -- robust to a few saturated pixels;
+- ``equalise``: each image's histogram equalised (every pixel becomes the share
+  of the image's pixels at or below it, over C×H×W), then the backbone's
+  mean/std -- the same input under any increasing grey-level mapping (gamma,
+  a scanner's tone curve), where ``percentile`` undoes only a linear one.
 """
 
 from __future__ import annotations
@@ -18,8 +22,8 @@ from typing import Literal
 import torch
 import torch.nn as nn
 
-InputNorm = Literal["none", "standardise", "percentile"]
-NORMS = ("none", "standardise", "percentile")
+InputNorm = Literal["none", "standardise", "percentile", "equalise"]
+NORMS = ("none", "standardise", "percentile", "equalise")
 EPS = 1e-6
 STD_FLOOR = 1e-3  # under a quarter of an 8-bit grey level: a flat image, not contrast to amplify
 
@@ -40,6 +44,14 @@ def percentile_scale(x: torch.Tensor, low: float = 1.0, high: float = 99.0) -> t
     return ((x - lo) / (hi - lo).clamp(min=EPS)).clamp(0, 1)
 
 
+def equalise(x: torch.Tensor) -> torch.Tensor:
+    """N×C×H×W -> each pixel the share of its image's pixels <= it (a value in (0, 1]; ties share one)."""
+    flat = x.reshape(len(x), -1).contiguous()
+    ordered = flat.sort(dim=1).values
+    at_or_below = torch.searchsorted(ordered, flat, right=True)
+    return (at_or_below.to(x.dtype) / flat.shape[1]).reshape(x.shape)
+
+
 def normalise_input(x: torch.Tensor, mode: str, mean: torch.Tensor, std: torch.Tensor,
                     percentiles: tuple[float, float] = (1.0, 99.0)) -> torch.Tensor:
     """Images in [0, 1] -> what the backbone sees, for one of ``NORMS``."""
@@ -47,6 +59,8 @@ def normalise_input(x: torch.Tensor, mode: str, mean: torch.Tensor, std: torch.T
         return standardise(x)
     if mode == "percentile":
         x = percentile_scale(x, *percentiles)
+    elif mode == "equalise":
+        x = equalise(x)
     elif mode != "none":
         raise ValueError(f"unknown input normalisation '{mode}' (one of {', '.join(NORMS)})")
     return (x - mean) / std

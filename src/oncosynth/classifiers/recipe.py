@@ -10,7 +10,7 @@ Every option is off by default in ``TrainConfig``. A study on 1-channel data tha
 ``recipe`` gets ``mammo`` (``study.config``); ``recipe: null`` keeps the old default.
 
 - ``normalise``: per-image input normalisation (``none`` | ``standardise`` |
-  ``percentile`` of ``percentiles``); it lives in the classifier and its
+  ``percentile`` of ``percentiles`` | ``equalise``, histogram equalisation); it lives in the classifier and its
   checkpoint, so evaluation and any later user normalise the same way.
 - ``mixup`` / ``cutmix``: Beta alphas (0 = off); ``mix_prob``: share of batches mixed.
   Not with DP-SGD (a mixed image carries two records) nor with ``--distributed``.
