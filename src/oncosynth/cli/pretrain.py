@@ -28,7 +28,7 @@ def pretrain(
     lr: float = typer.Option(1e-3, "--lr"),
     seed: int = typer.Option(0, "--seed"),
     normalise: str = typer.Option("none", "--normalise",
-                                  help="none | standardise | percentile: per-image input normalisation; "
+                                  help="none | standardise | percentile | equalise: per-image input normalisation; "
                                        "use the study's train.normalise."),
     options: str = typer.Option("{}", "--options", help='Method options as JSON, e.g. \'{"temperature": 0.1}\'.'),
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N"),
