@@ -38,12 +38,15 @@ def _pretraining(out: Path) -> tuple[str, float | None]:
     return initialisation_of(pretrained), (cpu / 60 if cpu else None)
 
 
-def table(studies: dict[str, Path], fraction: float, pretrain_cpu: dict[str, float]) -> list[dict]:
+def table(studies: dict[str, Path], fraction: float, pretrain_cpu: dict[str, float],
+          seeds: list[int] | None = None) -> list[dict]:
     rows = []
     for name, out in studies.items():
-        cells = _real_cells(out, fraction)
+        cells = [c for c in _real_cells(out, fraction) if seeds is None or c["seed"] in seeds]
         if not cells:
             raise SystemExit(f"{out}: no finished real-only cell at fraction {fraction}")
+        if seeds is not None and len(cells) != len(seeds):  # means over other seeds would not compare
+            raise SystemExit(f"{out}: finished seeds {[c['seed'] for c in cells]}, asked for {seeds}")
         init, cpu = _pretraining(out)
         tests = sorted(cells[0]["metrics"])
         rows.append({"init": name, "initialisation": init, "study": str(out), "seeds": [c["seed"] for c in cells],
@@ -59,11 +62,13 @@ def main() -> None:
     parser.add_argument("studies", nargs="+", help="NAME=STUDY_OUT")
     parser.add_argument("--fraction", type=float, default=1.0)
     parser.add_argument("--pretrain-cpu", nargs="*", default=[], help="NAME=MINUTES where a run did not record it")
+    parser.add_argument("--seeds", type=int, nargs="*", default=None,
+                        help="only these seeds (every study must have finished them)")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     studies = dict((n, Path(p)) for n, p in (s.split("=", 1) for s in args.studies))
     cpu = {n: float(m) for n, m in (s.split("=", 1) for s in args.pretrain_cpu)}
-    rows = table(studies, args.fraction, cpu)
+    rows = table(studies, args.fraction, cpu, args.seeds)
     best = max(rows, key=lambda r: mean(r["val_auroc"]))["init"]
     if args.json is not None:
         args.json.write_text(json.dumps({"fraction": args.fraction, "selected_on_validation": best, "rows": rows},
