@@ -43,10 +43,11 @@ def main() -> None:
     rng = random.Random(args.seed)
     rows = []
     for folder in (args.first, args.second):
-        x = random_patches(folder, args.n, args.size, rng)
-        rows += [x, percentile_scale(x), equalise(x)]
-        print(f"{folder}: mean grey raw {x.mean():.3f}, percentile {percentile_scale(x).mean():.3f}, "
-              f"equalise {equalise(x).mean():.3f}")
+        raw = random_patches(folder, args.n, args.size, rng)
+        stretched, equalised = percentile_scale(raw), equalise(raw)
+        rows += [raw, stretched, equalised]
+        print(f"{folder}: mean grey raw {raw.mean():.3f}, percentile {stretched.mean():.3f}, "
+              f"equalise {equalised.mean():.3f}")
     grid = torch.cat([torch.cat(list(row[:, 0]), dim=1) for row in rows], dim=0)
     image = Image.fromarray((grid.clamp(0, 1).numpy() * 255).astype(np.uint8))
     image.resize((args.n * args.zoom, len(rows) * args.zoom), Image.NEAREST).save(args.out, optimize=True)
