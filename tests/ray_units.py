@@ -38,3 +38,8 @@ def write_pid_and_sleep(path: str, seconds: float):
     Path(path).write_text(str(os.getpid()))
     time.sleep(seconds)
     return seconds
+
+
+def niceness() -> int:
+    """The scheduling priority of the worker process that runs this."""
+    return os.nice(0)
