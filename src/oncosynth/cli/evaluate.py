@@ -28,6 +28,10 @@ def evaluate_command(
                                     help="FRD features: batched (torch, equal to PyRadiomics, CPU or GPU) or "
                                          "pyradiomics (the reference, one image at a time)."),
     threshold: float = typer.Option(0.3, "--threshold", help="Memorisation threshold on the nearest-neighbour ratio."),
+    classifier: Optional[Path] = typer.Option(None, "--classifier", help="A classifier trained on real images "
+                                              "(a train-classifier run or a study cell's model/): adds the class "
+                                              "signal, the AUROC of its score on the synthetic images against their "
+                                              "classes, beside the same on --real."),
     device: str = typer.Option("auto", "--device"),
     seed: int = typer.Option(0, "--seed"),
     sifid: bool = typer.Option(False, "--sifid", help="SIFID instead: every synthetic image against every real "
@@ -43,7 +47,8 @@ def evaluate_command(
         unused = [name for name, given in (("--train", train is not None), ("--label-from-name", label_from_name),
                                            ("--no-frd", no_frd), ("--frd-workers", frd_workers != 1),
                                            ("--frd-backend", frd_backend != "batched"),
-                                           ("--threshold", threshold != 0.3)) if given]
+                                           ("--threshold", threshold != 0.3),
+                                           ("--classifier", classifier is not None)) if given]
         if unused:
             raise ConfigError(f"option(s) {', '.join(unused)} do not apply to --sifid")
         # the library resolves the device once, where the feature network is made
@@ -58,10 +63,15 @@ def evaluate_command(
 
     metrics = evaluate(real, synthetic, train=train, feature_net=feature_net, out=out, size=size,
                        label_from_name=label_from_name, compute_frd=not no_frd, frd_workers=frd_workers,
-                       frd_backend=frd_backend, threshold=threshold, device=device, seed=seed)
+                       frd_backend=frd_backend, threshold=threshold, device=device, seed=seed,
+                       classifier=classifier)
     overall = metrics["results"]["overall"]
     shown = {k: overall[k] for k in ("fid", "kid", "precision", "recall", "density", "coverage", "frd",
                                      "frd_backend", "ms_ssim_synthetic", "memorised_fraction") if k in overall}
     typer.echo(f"feature net: {metrics['feature_net']}")
     typer.echo(json.dumps(shown, indent=2))
+    for role, row in (metrics.get("class_signal") or {}).items():
+        if isinstance(row, dict):
+            typer.echo(f"class signal ({role}): AUROC {row['auroc']:.3f}, accuracy {row['accuracy']:.3f} "
+                       f"on {row['n']} images")
     typer.echo(f"written: {out / 'metrics.json'}, {out / 'evaluation.html'}")

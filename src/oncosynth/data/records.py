@@ -103,3 +103,14 @@ def class_order(names: Sequence[str]) -> list[str]:
     preferred = ["healthy", "normal", "benign", "malignant"]
     unique = sorted(set(names))
     return [n for n in preferred if n in unique] + [n for n in unique if n not in preferred]
+
+
+def positive_index(classes: Sequence[str], wanted: str | None = None) -> int:
+    """Which class a binary score is about: ``wanted``, else "malignant", else the last class."""
+    if wanted is not None:
+        if wanted not in classes:
+            from oncosynth.errors import ConfigError
+
+            raise ConfigError(f"positive_class '{wanted}' is not a class of the data set {list(classes)}")
+        return list(classes).index(wanted)
+    return list(classes).index("malignant") if "malignant" in classes else len(classes) - 1

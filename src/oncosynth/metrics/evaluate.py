@@ -151,7 +151,7 @@ def evaluate(real: Any, synthetic: Any, train: Any = None, feature_net: Any = DE
              frd_max_images: int | None = None, frd_backend: str = frd_lib.DEFAULT_BACKEND,
              threshold: float = mem_lib.DEFAULT_THRESHOLD, kid_subsets: int = 100, kid_subset_size: int = 1000,
              prdc_k: int = 5, diversity_pairs: int = 1000, device: str = "auto", seed: int = 0,
-             feature_input_size: int | None = None, progress: bool = True) -> dict:
+             feature_input_size: int | None = None, classifier: Any = None, progress: bool = True) -> dict:
     """Evaluate ``synthetic`` against ``real`` (and ``train`` for memorisation).
 
     ``real`` / ``synthetic`` / ``train``: a data folder or file, a ``Dataset``,
@@ -163,6 +163,8 @@ def evaluate(real: Any, synthetic: Any, train: Any = None, feature_net: Any = DE
     subset of at most this many images per set; None uses every image.
     ``frd_backend``: "batched" (torch, equal to PyRadiomics) or "pyradiomics" (the
     reference) for the fast FRD path; ``frd_workers`` are its processes.
+    ``classifier``: a classifier trained on real images (folder or model); adds the class signal
+    (``oncosynth.metrics.class_signal``) of the synthetic set, and of the real set as its scale.
     Returns the metrics dict (also written to ``out/metrics.json`` when ``out`` is given).
     """
     import oncosynth.classifiers  # noqa: F401  (importing these registers their encoder: loaders)
@@ -174,6 +176,11 @@ def evaluate(real: Any, synthetic: Any, train: Any = None, feature_net: Any = DE
 
     if out is not None:
         check_output_folder(Path(out))  # before any metric is computed
+    classifier_name = str(classifier) if isinstance(classifier, (str, Path)) else "<model>"
+    if classifier is not None:  # a wrong checkpoint fails before any image is read
+        from oncosynth.metrics.class_signal import load_scoring_classifier
+
+        classifier = load_scoring_classifier(classifier, resolve_device(device))
     seed_everything(seed)
     frd_backend = "pyradiomics" if frd_method == "package" else frd_lib.check_backend(frd_backend)
     timer, notes = _Timer(), []
@@ -221,6 +228,11 @@ def evaluate(real: Any, synthetic: Any, train: Any = None, feature_net: Any = DE
                     "ms_ssim_levels": d_s["levels"]})
         results.setdefault(scope, {}).update(row)
 
+    signal = None
+    if classifier is not None:
+        with timer("class_signal"):
+            signal = _class_signals(classifier, classifier_name, real_set, synth_set, resolve_device(device), notes)
+
     memo, memo_raw = None, None
     if train_set is not None:
         with timer("memorisation"):
@@ -248,6 +260,7 @@ def evaluate(real: Any, synthetic: Any, train: Any = None, feature_net: Any = DE
         "counts": {s.role: {"n": len(s), "classes": {c: s.labels.count(c) for c in s.classes()}} for s in sets},
         "results": results,
         "memorisation": memo,
+        "class_signal": signal,
         "seconds": {k: round(v, 3) for k, v in timer.seconds.items()},
         "manifest": make_manifest("evaluation", config, seed=seed, data_hash=data_hash,
                                   sources={s.role: (s.dataset.root if s.dataset is not None else "<tensor>")
@@ -256,6 +269,19 @@ def evaluate(real: Any, synthetic: Any, train: Any = None, feature_net: Any = DE
     if out is not None:
         write_outputs(Path(out), metrics, sets, memo_raw)
     return metrics
+
+
+def _class_signals(model, name: str, real: ImageSet, synthetic: ImageSet, device, notes: list[str]) -> dict:
+    """The synthetic set's class signal, and the real set's as its scale when the real set has two classes."""
+    from oncosynth.metrics.class_signal import class_signal
+
+    result = {"classifier": name,
+              "synthetic": class_signal(model, synthetic.images, synthetic.labels, device, "synthetic")}
+    if len(real.classes()) >= 2 and all(real.labels):
+        result["real"] = class_signal(model, real.images, real.labels, device, "real")
+    else:
+        notes.append("class signal: the real set is not labelled with two classes, so it has no real reference")
+    return result
 
 
 def _guard(compute, overall: bool) -> dict:

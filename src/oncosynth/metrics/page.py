@@ -23,6 +23,11 @@ _EXPLAIN = (
 )
 
 
+_CLASS_SIGNAL = ("How well a classifier trained on real images separates the synthetic images by the class "
+                 "they were generated for. Near 0.5: the generator's classes look alike to it, and the images "
+                 "teach a classifier little about the label. The real row is the scale.")
+
+
 def _results_rows(metrics: dict) -> list[dict]:
     rows = []
     for scope, values in metrics["results"].items():
@@ -98,6 +103,14 @@ def render_evaluation(metrics: dict, sets: list, memo_raw: dict | None) -> str:
                  caption="Overall and per class (real = reference set)"), html.paragraph(_EXPLAIN, "muted")))
     counts = [{"set": role, "images": c["n"], **c["classes"]} for role, c in metrics["counts"].items()]
     parts.append(html.table(counts, caption="Images per set and class"))
+    signal = metrics.get("class_signal")
+    if signal:
+        rows = [{"set": role, "images": r["n"], "AUROC": r["auroc"], "accuracy": r["accuracy"],
+                 **{f"mean P({r['positive_class']}) | {c}": v for c, v in r["mean_positive_probability"].items()}}
+                for role, r in signal.items() if isinstance(r, dict)]
+        parts.append(html.section("Class signal", html.table(rows, caption=f"Classifier {signal['classifier']}, "
+                                  "trained on real images, scoring each set against its labels"),
+                                  html.paragraph(_CLASS_SIGNAL, "muted")))
     timing = [{"step": k, "seconds": v} for k, v in metrics["seconds"].items()]
     parts.append(html.table(timing, caption="Time per step"))
 

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from oncosynth.data import Dataset, cached_tensors, load_dataset, sample_fraction
+from oncosynth.data import Dataset, cached_tensors, load_dataset, positive_index, sample_fraction
 from oncosynth.data.splits import guard_leakage
 from oncosynth.errors import ConfigError, DataError
 from oncosynth.runtime.manifest import hash_strings
@@ -49,15 +49,6 @@ class Prepared:
         """The real training Records of the cell at (fraction, seed), in tensor order."""
         train = self.dataset.split(train_split).records
         return [train[i] for i in self.fraction_index[(fraction, seed)]]
-
-
-
-def positive_index(classes: list[str], wanted: str | None) -> int:
-    if wanted is not None:
-        if wanted not in classes:
-            raise ConfigError(f"positive_class '{wanted}' is not a class of the data set {classes}")
-        return classes.index(wanted)
-    return classes.index("malignant") if "malignant" in classes else len(classes) - 1
 
 
 
