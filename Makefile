@@ -22,8 +22,9 @@ venv: $(BIN)/oncosynth
 demo: venv
 	$(BIN)/oncosynth demo
 
+# --durations: the slowest tests in every CI log (the suite aims at 5 minutes on 2 cores)
 test: venv
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=15
 
 bench: venv
 	$(BIN)/python bench/bench_cache.py
