@@ -87,3 +87,17 @@ def test_evaluate_reports_the_synthetic_and_the_real_class_signal(tmp_path):
     wrong = CliRunner().invoke(app, [*args, "--classifier", str(tmp_path / "synth"), "--out", str(tmp_path / "bad")])
     assert isinstance(wrong.exception, CheckpointError) and "synth: not a checkpoint" in str(wrong.exception)
     assert not (tmp_path / "bad").exists()  # refused before anything was computed or written
+
+
+def test_evaluate_refuses_unscorable_labels_before_reading_images(tmp_path, monkeypatch):
+    import sys
+
+    from test_metrics_evaluate import _write_folder
+
+    real = _write_folder(tmp_path / "real", _images([0.2, 0.7]), ["benign", "malignant"])
+    synth = _write_folder(tmp_path / "synth", _images([0.2, 0.7]), ["benign", "normal"])
+    monkeypatch.setattr(sys.modules["oncosynth.metrics.evaluate"], "_load", lambda *a, **k: pytest.fail("images were read"))
+    with pytest.raises(ConfigError, match=r"\['normal'\]"):
+        evaluate(real, synth, feature_net="random-cnn:0", compute_frd=False, progress=False,
+                 classifier=brightness_classifier(), out=tmp_path / "eval")
+    assert not (tmp_path / "eval").exists()

@@ -32,6 +32,22 @@ def load_scoring_classifier(classifier: Any, device: torch.device | str = "cpu")
     return load_classifier(Path(classifier), device=device)
 
 
+def check_labels(model, labels: list[str], what: str = "synthetic") -> tuple[list[str], list[str]]:
+    """(the classifier's classes, the classes present); an error naming the problem if they cannot be scored."""
+    classes = list(model.config.get("classes") or [])
+    if not classes:
+        raise ConfigError("the classifier records no class names, so its outputs cannot be matched to labels")
+    present = sorted(set(labels))
+    unknown = [c for c in present if c not in classes]
+    if unknown or not present:
+        raise ConfigError(f"the {what} images have class(es) {unknown or ['<none>']} that the classifier was not "
+                          f"trained on (it knows {classes}); give labelled images (--label-from-name for file "
+                          "names ending in _<class>)")
+    if len(present) < 2:
+        raise ConfigError(f"the {what} images are all of class '{present[0]}': a class signal needs two classes")
+    return classes, present
+
+
 def class_signal(classifier: Any, images: torch.Tensor, labels: list[str], device: torch.device | str = "cpu",
                  what: str = "synthetic") -> dict[str, Any]:
     """Score ``images`` (N×C×H×W in [0, 1], any size) with ``classifier`` against their class names.
@@ -44,17 +60,7 @@ def class_signal(classifier: Any, images: torch.Tensor, labels: list[str], devic
     from oncosynth.classifiers.train import predict_proba
 
     model = load_scoring_classifier(classifier, device)
-    classes = list(model.config.get("classes") or [])
-    if not classes:
-        raise ConfigError("the classifier records no class names, so its outputs cannot be matched to labels")
-    present = sorted({label for label in labels})
-    unknown = [c for c in present if c not in classes]
-    if unknown or not present:
-        raise ConfigError(f"the {what} images have class(es) {unknown or ['<none>']} that the classifier was not "
-                          f"trained on (it knows {classes}); give labelled images (--label-from-name for file "
-                          "names ending in _<class>)")
-    if len(present) < 2:
-        raise ConfigError(f"the {what} images are all of class '{present[0]}': a class signal needs two classes")
+    classes, present = check_labels(model, labels, what)
     size, channels = int(model.config.get("img_size") or images.shape[-1]), int(model.config["in_chans"])
     inputs = convert_images(images, size, channels)
     probs = predict_proba(model, inputs, device=device)

@@ -187,6 +187,10 @@ def evaluate(real: Any, synthetic: Any, train: Any = None, feature_net: Any = DE
     sets = [as_image_set(real, "real"), as_image_set(synthetic, "synthetic", label_from_name)]
     if train is not None:
         sets.append(as_image_set(train, "train"))
+    if classifier is not None:  # labels it cannot score fail before any image is read
+        from oncosynth.metrics.class_signal import check_labels
+
+        check_labels(classifier, sets[1].labels)
     with timer("load"):
         size, channels = _load(sets, size, notes)
     real_set, synth_set = sets[0], sets[1]
