@@ -39,16 +39,21 @@ def main() -> None:
     ap.add_argument("--peer", type=Path, default=SHARED / "mcgan-synthetic-cbis-ddsm")
     ap.add_argument("--frd-images", type=int, default=None, help="FRD on at most this many images (default 2n)")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--sample-option", action="append", default=[], metavar="KEY=VALUE",
+                    help="sampling setting for the runs' images, value as JSON (e.g. guidance=4); repeatable")
     ap.add_argument("--skip-peer", action="store_true", help="score only the runs (e.g. the peer was scored before)")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "peer-compare.json")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
+    options = {key: json.loads(value) for key, _, value in (o.partition("=") for o in args.sample_option)}
+    suffix = "".join(f"-{key}{value}" for key, value in options.items())
     sets = {}
     for run in args.run:
-        samples = run.with_name(f"{run.name}-samples-{args.n}")
-        if not (samples / "manifest.csv").is_file():
-            generate_images(run, samples, n=args.n, class_names=["benign", "malignant"], seed=1000)
+        samples = run.with_name(f"{run.name}-samples-{args.n}{suffix}")
+        listed = samples / "manifest.csv"
+        if not listed.is_file() or len(listed.read_text().splitlines()) < 2 * args.n + 1:  # resumes a killed run
+            generate_images(run, samples, n=args.n, class_names=["benign", "malignant"], seed=1000, **options)
         sets[run.name] = samples
     real = load_dataset(args.real)
     peer = load_dataset(args.peer)
