@@ -75,7 +75,8 @@ def _noop(x):
 def bench_overhead(n: int = 200) -> dict:
     import ray
 
-    from oncosynth.parallel.executor import RayExecutor, Unit
+    from oncosynth.parallel.executor import Unit
+    from oncosynth.parallel.ray_executor import RayExecutor
 
     started = time.perf_counter()
     executor = RayExecutor(address=None, num_cpus=2)
@@ -104,7 +105,8 @@ def bench_overhead(n: int = 200) -> dict:
 
 def bench_many(n: int = 5000) -> dict:
     """Driver cost with many units in flight: the max_in_flight window against none."""
-    from oncosynth.parallel.executor import RayExecutor, Unit
+    from oncosynth.parallel.executor import Unit
+    from oncosynth.parallel.ray_executor import RayExecutor
 
     executor = RayExecutor(address=None, num_cpus=2)
     list(executor.run([Unit(f"warm-{i}", _noop, (i,)) for i in range(4)]))

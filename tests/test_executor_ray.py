@@ -18,7 +18,8 @@ ray = pytest.importorskip("ray")
 
 from oncosynth.data.phantom import PhantomConfig, write_phantom  # noqa: E402
 from oncosynth.errors import ConfigError, WorkFailed  # noqa: E402
-from oncosynth.parallel.executor import RayExecutor, Resources, Unit, create_executor, run_all  # noqa: E402
+from oncosynth.parallel.executor import Resources, Unit, create_executor, run_all  # noqa: E402
+from oncosynth.parallel.ray_executor import RayExecutor  # noqa: E402
 from oncosynth.study import parse_config, run_study  # noqa: E402
 from oncosynth.study import cells as study_cells  # noqa: E402
 from oncosynth.study import run as study_run  # noqa: E402
@@ -61,7 +62,7 @@ def test_a_dead_worker_is_retried_or_reported_without_losing_the_others(cluster,
 
 
 def test_gpu_units_get_a_fresh_worker_each():
-    from oncosynth.parallel.executor import _ray_remote
+    from oncosynth.parallel.ray_executor import _ray_remote
 
     assert _ray_remote(ray, gpu=True)._default_options.get("max_calls") == 1
     assert not _ray_remote(ray, gpu=False)._default_options.get("max_calls")
