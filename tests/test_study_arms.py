@@ -99,6 +99,7 @@ def arms_study(data, tmp_path_factory):
     study_cells.train_classifier = recording
     try:
         arms = [{"name": "real", "kind": "real", "dp": "both"},
+                {"name": "real-fixed-noise", "kind": "real", "dp": "on", "dp_noise_multiplier": 0.5},
                 {"name": "swapped-only", "kind": "synthetic-only",
                  "synthetic": {"folder": str(data["swapped"]), "label_from_name": True}},
                 {"name": "pretrain", "kind": "synthetic-pretrain+real-finetune", "pretrain_epochs": 2,
@@ -137,6 +138,41 @@ def test_a_dp_cell_inside_a_study_spends_its_budget(arms_study):
     sigma = get_noise_multiplier(target_epsilon=8.0, target_delta=1e-4, sample_rate=1 / -(-n // 16), steps=steps)
     assert train["noise_multiplier"] == pytest.approx(sigma, rel=1e-9)
     assert 0.99 * 8.0 <= train["epsilon_spent"] <= 8.0
+
+
+def test_a_dp_arm_with_fixed_noise_uses_it_and_reports_the_epsilon_it_spends(arms_study):
+    from opacus.accountants import RDPAccountant
+
+    cells, _ = arms_study
+    record = cells["real-fixed-noise__eps8__f1__s0"]
+    train = record["train"]
+    n = train["n_real"]
+    batches = -(-n // 16)
+    accountant = RDPAccountant()
+    accountant.history = [(0.5, 1 / batches, 3 * batches)]  # (sigma, sample rate, steps)
+    assert train["noise_multiplier"] == 0.5
+    assert train["epsilon_spent"] == pytest.approx(accountant.get_epsilon(1e-4), rel=1e-9)
+    assert train["epsilon_spent"] > 8.0  # less noise than the ε = 8 target needs: more ε spent, and said so
+    assert record["variant"] == "real-fixed-noise (DP σ=0.5)"
+
+
+def test_fixed_noise_needs_dp_on_and_adding_the_option_keeps_old_fingerprints():
+    from oncosynth.errors import ConfigError
+    from oncosynth.study.cells import cell_fingerprint, plan_cells
+
+    base = {"name": "fp", "data": {"path": "/data/cbis", "size": 64, "channels": 1}, "model": {"backbone": "resnet10t"},
+            "train": {"steps": 2400, "eval_every": 50, "batch_size": 32, "recipe": "mammo"}, "fractions": [1.0],
+            "seeds": [0]}
+    with pytest.raises(ConfigError, match="dp_noise_multiplier applies to DP cells"):
+        parse_config({**base, "arms": [{"name": "r", "kind": "real", "dp": "both", "dp_noise_multiplier": 0.7}]})
+    config = parse_config({**base, "arms": [
+        {"name": "real", "kind": "real", "dp": "both"},
+        {"name": "peer", "kind": "real+synthetic",
+         "synthetic": {"folder": "/data/peer", "label_from_name": True, "mix": 0.25}}]})
+    # computed before dp_noise_multiplier existed: cells of studies made then must still resume
+    assert {c.id: cell_fingerprint(config, c) for c in plan_cells(config)} == {
+        "real__nodp__f1__s0": "006d6756bbe9ae7b", "real__eps6__f1__s0": "b8bac4fd3de7f4e1",
+        "peer__nodp__f1__s0": "0883f6187da14ff4"}
 
 
 def _comparable(value):

@@ -56,6 +56,8 @@ class DPConfig(BaseModel):
     epsilon: float = Field(gt=0)
     delta: float = Field(1e-4, gt=0, lt=1)
     max_grad_norm: float = Field(1.0, gt=0)
+    # fixed noise instead of the noise that meets `epsilon`; the ε spent is then the accountant's answer
+    noise_multiplier: float | None = Field(None, gt=0)
 
 
 class TrainConfig(RecipeOptions):  # recipe fields (normalise, mixup, ema, tta, schedule, presets): recipe.py
@@ -359,7 +361,11 @@ def _make_private(model: Classifier, optimizer, images, labels, config: TrainCon
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*Secure RNG turned off.*")
         warnings.filterwarnings("ignore", message=".*Optimal order is the largest alpha.*")
-        if steps is None:
+        if dp.noise_multiplier is not None:
+            private_module, private_optimizer, private_loader = engine.make_private(
+                module=module, optimizer=optimizer, data_loader=loader, criterion=nn.CrossEntropyLoss(),
+                noise_multiplier=dp.noise_multiplier, max_grad_norm=dp.max_grad_norm, grad_sample_mode="hooks")
+        elif steps is None:
             private_module, private_optimizer, private_loader = engine.make_private_with_epsilon(
                 module=module, optimizer=optimizer, data_loader=loader, criterion=nn.CrossEntropyLoss(),
                 target_epsilon=dp.epsilon, target_delta=dp.delta, epochs=config.epochs,

@@ -45,8 +45,11 @@ class Cell:
 
     @property
     def variant(self) -> str:
-        """The arm as shown in tables: its name, plus the privacy budget under DP."""
-        return self.arm.name if self.epsilon is None else f"{self.arm.name} (DP ε={self.epsilon:g})"
+        """The arm as shown in tables: its name, plus the privacy budget (or the fixed noise) under DP."""
+        if self.epsilon is None:
+            return self.arm.name
+        sigma = self.arm.dp_noise_multiplier
+        return f"{self.arm.name} (DP ε={self.epsilon:g})" if sigma is None else f"{self.arm.name} (DP σ={sigma:g})"
 
     @property
     def id(self) -> str:
@@ -86,8 +89,10 @@ def plan_cells(config: StudyConfig) -> list[Cell]:
 
 def cell_fingerprint(config: StudyConfig, cell: Cell) -> str:
     """Everything that decides a cell's result; a resumed study refuses cells made differently."""
+    # an arm field added later is left out at its default, so studies made before it still resume
+    arm = cell.arm.model_dump(mode="json", exclude={"dp_noise_multiplier"} if cell.arm.dp_noise_multiplier is None else None)
     parts = {"data": config.data.model_dump(mode="json", exclude={"allow_leakage"}), "model": config.model.model_dump(mode="json"),
-             "train": config.train.model_dump(mode="json"), "arm": cell.arm.model_dump(mode="json"),
+             "train": config.train.model_dump(mode="json"), "arm": arm,
              "dp": config.dp.model_dump(mode="json") if cell.epsilon is not None else None,
              "epsilon": cell.epsilon, "fraction": cell.fraction, "seed": cell.seed}
     return hash_strings([json.dumps(parts, sort_keys=True)])
@@ -117,7 +122,8 @@ def run_cell(config: StudyConfig, prepared: Prepared, cell: Cell, folder: Path, 
                               pretrained=config.model.pretrained, freeze_backbone=config.model.freeze_backbone,
                               head=config.model.head, classes=prepared.classes)
     dp = None if cell.epsilon is None else DPConfig(epsilon=cell.epsilon, delta=config.dp.delta,
-                                                     max_grad_norm=config.dp.max_grad_norm)
+                                                     max_grad_norm=config.dp.max_grad_norm,
+                                                     noise_multiplier=cell.arm.dp_noise_multiplier)
     if dp is not None and not model.freeze_backbone:
         model.prepare_for_dp()  # the same layout for a synthetic pre-training phase and the private phase
     train_config = config.train

@@ -17,6 +17,8 @@ Example (every key is optional unless marked)::
         dp: both
         synthetic: {folder: ../shared/data/mcgan-synthetic-cbis-ddsm, label_from_name: true, ratio: null,
                     manifest: peer-manifest.json}   # what that generator was trained on
+      - {name: real-at-mcgan-noise, kind: real, dp: on, dp_noise_multiplier: 0.66}   # control: the noise the
+        # real+mcgan arm's accountant chose (its extra records allow less noise at one ε); reports the ε spent
       - name: real+mcgan-in-study     # trained per (fraction, seed) on that cell's own records
         kind: real+synthetic
         synthetic: {train: {method: mcgan, steps: 2000, options: {width: 16}}, ratio: 1.0, mix: 0.5}
@@ -170,6 +172,10 @@ class ArmConfig(Strict):
     dp: Literal["off", "on", "both"] = Field("off", description="on: only DP cells; both: with and without DP")
     pretrain_epochs: int = Field(5, ge=1, description="synthetic-pretrain+real-finetune: epochs on synthetic data")
     pretrain_steps: int | None = Field(None, ge=1, description="the same in optimiser steps (with train.steps)")
+    dp_noise_multiplier: float | None = Field(
+        None, gt=0, description="DP cells add this noise instead of the noise that meets the ε target, and report "
+        "the ε they spend: a control for how much of an arm's result comes from the accounting (more records, "
+        "less noise at one ε) rather than from its images")
 
     @model_validator(mode="after")
     def _needs_synthetic(self) -> "ArmConfig":
@@ -186,6 +192,8 @@ class ArmConfig(Strict):
             if self.dp != "off":
                 raise ValueError(f"arm '{self.name}': 'mix' cannot be used with DP (Poisson sampling draws "
                                  "every record alike)")
+        if self.dp_noise_multiplier is not None and self.dp != "on":
+            raise ValueError(f"arm '{self.name}': dp_noise_multiplier applies to DP cells; set dp: on")
         return self
 
 
