@@ -41,6 +41,10 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--sample-option", action="append", default=[], metavar="KEY=VALUE",
                     help="sampling setting for the runs' images, value as JSON (e.g. guidance=4); repeatable")
+    ap.add_argument("--classifier", type=Path, default=None,
+                    help="a classifier trained on real images: adds each set's class signal")
+    ap.add_argument("--val-reference", action="store_true",
+                    help="also score the real validation split as if synthetic: the floor of every metric")
     ap.add_argument("--skip-peer", action="store_true", help="score only the runs (e.g. the peer was scored before)")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "peer-compare.json")
     args = ap.parse_args()
@@ -60,16 +64,25 @@ def main() -> None:
     take = min(2 * args.n, len(peer.records))
     if not args.skip_peer:
         sets["peer"] = peer.subset(random.Random(0).sample(peer.records, take))
+    if args.val_reference:
+        sets["real-val"] = real.split("val")
     frd_images = args.frd_images or 2 * args.n
     results = {}
     for name, synthetic in sets.items():
         started = time.perf_counter()
-        metrics = evaluate(real.split("test"), synthetic, train=real.split("train"),
-                           feature_net=f"encoder:{args.encoder}", label_from_name=True,
-                           out=ROOT / "bench" / "out" / f"peer-compare-{name}-{args.n}", frd_max_images=frd_images,
-                           frd_workers=args.threads, progress=False)
+        folder = ROOT / "bench" / "out" / f"peer-compare-{name}-{args.n}{suffix}"
+        if (folder / "metrics.json").is_file():  # scored by an earlier (killed) run of this command
+            metrics = json.loads((folder / "metrics.json").read_text())
+        else:
+            metrics = evaluate(real.split("test"), synthetic, train=real.split("train"),
+                               feature_net=f"encoder:{args.encoder}", label_from_name=True, out=folder,
+                               frd_max_images=frd_images, frd_workers=args.threads, classifier=args.classifier,
+                               progress=False)
         overall = metrics["results"]["overall"]
         results[name] = {k: overall.get(k) for k in SHOWN} | {"seconds": round(time.perf_counter() - started, 1)}
+        if metrics.get("class_signal"):
+            results[name]["class_signal_auroc"] = metrics["class_signal"]["synthetic"]["auroc"]
+            results[name]["classifier_auroc_on_test"] = metrics["class_signal"]["real"]["auroc"]
         print(name, json.dumps(results[name]), flush=True)
     args.out.write_text(json.dumps(results, indent=2))
 
