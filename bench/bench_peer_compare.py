@@ -55,9 +55,8 @@ def main() -> None:
     sets = {}
     for run in args.run:
         samples = run.with_name(f"{run.name}-samples-{args.n}{suffix}")
-        listed = samples / "manifest.csv"
-        if not listed.is_file() or len(listed.read_text().splitlines()) < 2 * args.n + 1:  # resumes a killed run
-            generate_images(run, samples, n=args.n, class_names=["benign", "malignant"], seed=1000, **options)
+        # resumes a half-written set and does nothing to a complete one
+        generate_images(run, samples, n=args.n, class_names=["benign", "malignant"], seed=1000, **options)
         sets[run.name] = samples
     real = load_dataset(args.real)
     peer = load_dataset(args.peer)

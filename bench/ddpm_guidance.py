@@ -36,8 +36,8 @@ FIDELITY = ("fid", "precision", "recall", "density", "coverage", "ms_ssim_synthe
 
 def sample_set(run: Path, guidance: float, n: int, seed: int) -> Path:
     folder = run.with_name(f"{run.name}-g{guidance:g}-n{n}")
-    if not (folder / "manifest.csv").is_file() or len((folder / "manifest.csv").read_text().splitlines()) < 2 * n + 1:
-        generate_images(run, folder, n=n, class_names=["benign", "malignant"], seed=seed, guidance=guidance)
+    # resumes a half-written set and does nothing to a complete one
+    generate_images(run, folder, n=n, class_names=["benign", "malignant"], seed=seed, guidance=guidance)
     return folder
 
 

@@ -361,18 +361,16 @@ def _make_private(model: Classifier, optimizer, images, labels, config: TrainCon
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*Secure RNG turned off.*")
         warnings.filterwarnings("ignore", message=".*Optimal order is the largest alpha.*")
-        if dp.noise_multiplier is not None:
-            private_module, private_optimizer, private_loader = engine.make_private(
-                module=module, optimizer=optimizer, data_loader=loader, criterion=nn.CrossEntropyLoss(),
-                noise_multiplier=dp.noise_multiplier, max_grad_norm=dp.max_grad_norm, grad_sample_mode="hooks")
-        elif steps is None:
+        if steps is None and dp.noise_multiplier is None:
             private_module, private_optimizer, private_loader = engine.make_private_with_epsilon(
                 module=module, optimizer=optimizer, data_loader=loader, criterion=nn.CrossEntropyLoss(),
                 target_epsilon=dp.epsilon, target_delta=dp.delta, epochs=config.epochs,
                 max_grad_norm=dp.max_grad_norm, grad_sample_mode="hooks")
-        else:  # noise for exactly `steps` draws at this arm's sampling rate
-            sigma = get_noise_multiplier(target_epsilon=dp.epsilon, target_delta=dp.delta,
-                                         sample_rate=1 / len(loader), steps=steps, accountant="rdp")
+        else:  # a fixed noise, or the noise for exactly `steps` draws at this arm's sampling rate
+            sigma = dp.noise_multiplier
+            if sigma is None:
+                sigma = get_noise_multiplier(target_epsilon=dp.epsilon, target_delta=dp.delta,
+                                             sample_rate=1 / len(loader), steps=steps, accountant="rdp")
             private_module, private_optimizer, private_loader = engine.make_private(
                 module=module, optimizer=optimizer, data_loader=loader, criterion=nn.CrossEntropyLoss(),
                 noise_multiplier=sigma, max_grad_norm=dp.max_grad_norm, grad_sample_mode="hooks")

@@ -26,7 +26,7 @@ import concurrent.futures as futures
 import multiprocessing
 from collections import deque
 from concurrent.futures.process import BrokenProcessPool
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 from oncosynth.errors import ConfigError
 from oncosynth.parallel.units import (Executor, Outcome, Resources, Unit, call_unit, check_unique_keys,
