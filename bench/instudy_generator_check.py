@@ -2,7 +2,7 @@
 
     PYTHONPATH=src python bench/instudy_generator_check.py bench/study_best_cbis_ddpm_f01.yaml \
         --out bench/out/best-cbis-ddpm-f01 --arm real+ddpm-instudy-mix0.25 \
-        --classifier CELL0/model --classifier CELL1/model --json bench/results/X.json
+        --classifier CELL0/model --classifier CELL1/model --json bench/results/X.json --grid bench/X.png
 
 For every (fraction, seed) of the arm, the generator trained on that cell's records is loaded and
 sampled exactly as the cell sampled it (same counts per class, same seed), so the images checked are
@@ -11,7 +11,8 @@ the images the classifier trained on. Two numbers per cell:
   check: the share of images closer to one training image than 30 % of the typical distance between
   two patients, and closer than any real image is to another patient's);
 - the class signal under each ``--classifier`` (trained on real images, selected on validation).
-Nothing is trained; the test split is not read.
+``--grid`` saves, per cell, a row of the first 8 images of each class beside 8 of the cell's own real
+images of that class. Nothing is trained; the test split is not read.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import numpy as np
 import torch
 
 from oncosynth.data import load_images
+from oncosynth.io import save_grid
 from oncosynth.metrics.class_signal import class_signal
 from oncosynth.metrics.memorisation import PixelCopyCheck
 from oncosynth.study.cells import plan_cells
@@ -33,7 +35,7 @@ from oncosynth.study.inputs import prepare
 from oncosynth.study.synthetic import synthetic_for_cell
 
 
-def check_cell(config, prepared, cell, out: Path, classifiers: list[Path]) -> dict:
+def check_cell(config, prepared, cell, out: Path, classifiers: list[Path], rows: list[torch.Tensor]) -> dict:
     records = prepared.cell_records(cell.fraction, cell.seed, config.data.train_split)
     key = cell_generator_key(config, prepared, cell.arm, cell.fraction, cell.seed)
     folder = generator_folder(out, key)
@@ -43,7 +45,11 @@ def check_cell(config, prepared, cell, out: Path, classifiers: list[Path]) -> di
     images, labels = synthetic_for_cell(prepared, cell.arm, prepared.train_labels[index], cell.seed,
                                         config.data.size, config.data.channels, load_in_study(folder, "cpu"))
     pixels = images.float() / 255
-    copies = PixelCopyCheck(load_images(records, size=config.data.size), [r.patient for r in records])
+    real = load_images(records, size=config.data.size, channels=config.data.channels)
+    copies = PixelCopyCheck(real, [r.patient for r in records])
+    real_labels = prepared.train_labels[index]
+    for i, _ in enumerate(prepared.classes):
+        rows.append(torch.cat([pixels[labels == i][:8], real[real_labels == i][:8]]))
     flagged, ratio, _ = copies.check(pixels)
     names = [prepared.classes[int(i)] for i in labels]
     signals = [class_signal(c, pixels, names) for c in classifiers]
@@ -66,6 +72,7 @@ def main() -> None:
     parser.add_argument("--arm", required=True, help="an arm whose synthetic source is `train:`")
     parser.add_argument("--classifier", type=Path, action="append", default=[])
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--grid", type=Path, help="PNG: per cell and class, 8 synthetic then 8 real images")
     args = parser.parse_args()
     torch.set_num_threads(1)
     config = load_config(args.config)
@@ -74,14 +81,17 @@ def main() -> None:
         raise SystemExit(f"{args.config}: no arm '{args.arm}' with an in-study generator")
     prepared = prepare(config, progress=False)
     cells = [c for c in plan_cells(config) if c.arm.name == args.arm and c.epsilon is None]
-    rows = []
+    rows, grid = [], []
     for cell in cells:
-        rows.append(check_cell(config, prepared, cell, args.out, args.classifier))
+        rows.append(check_cell(config, prepared, cell, args.out, args.classifier, grid))
         print(json.dumps(rows[-1]))
     summary = {"config": str(args.config), "arm": args.arm, "classifiers": [str(c) for c in args.classifier],
                "cells": rows,
                "memorised_share_mean": float(np.mean([r["memorised_share"] for r in rows])),
                "class_signal_mean": float(np.mean([r["class_signal_mean"] for r in rows]))}
+    if args.grid:
+        args.grid.parent.mkdir(parents=True, exist_ok=True)
+        save_grid(torch.cat(grid), args.grid, nrow=16)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(summary, indent=1) + "\n")
