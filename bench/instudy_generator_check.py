@@ -24,7 +24,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from oncosynth.data import load_images
 from oncosynth.io import save_grid
 from oncosynth.metrics.class_signal import class_signal
 from oncosynth.metrics.memorisation import PixelCopyCheck
@@ -35,21 +34,21 @@ from oncosynth.study.inputs import prepare
 from oncosynth.study.synthetic import synthetic_for_cell
 
 
-def check_cell(config, prepared, cell, out: Path, classifiers: list[Path], rows: list[torch.Tensor]) -> dict:
+def check_cell(config, prepared, cell, out: Path, classifiers: list[Path], grid: list[torch.Tensor]) -> dict:
+    """One cell's numbers; appends its grid rows (per class, 8 synthetic then 8 real images) to ``grid``."""
     records = prepared.cell_records(cell.fraction, cell.seed, config.data.train_split)
     key = cell_generator_key(config, prepared, cell.arm, cell.fraction, cell.seed)
     folder = generator_folder(out, key)
     if not is_trained(folder):
         raise SystemExit(f"{folder}: not trained yet; run the study first")
     index = torch.from_numpy(prepared.fraction_index[(cell.fraction, cell.seed)])
-    images, labels = synthetic_for_cell(prepared, cell.arm, prepared.train_labels[index], cell.seed,
+    real, real_labels = prepared.train_images[index].float() / 255, prepared.train_labels[index]  # as the cell saw them
+    images, labels = synthetic_for_cell(prepared, cell.arm, real_labels, cell.seed,
                                         config.data.size, config.data.channels, load_in_study(folder, "cpu"))
     pixels = images.float() / 255
-    real = load_images(records, size=config.data.size, channels=config.data.channels)
     copies = PixelCopyCheck(real, [r.patient for r in records])
-    real_labels = prepared.train_labels[index]
-    for i, _ in enumerate(prepared.classes):
-        rows.append(torch.cat([pixels[labels == i][:8], real[real_labels == i][:8]]))
+    for i in range(len(prepared.classes)):
+        grid.append(torch.cat([pixels[labels == i][:8], real[real_labels == i][:8]]))
     flagged, ratio, _ = copies.check(pixels)
     names = [prepared.classes[int(i)] for i in labels]
     signals = [class_signal(c, pixels, names) for c in classifiers]
