@@ -23,19 +23,21 @@ import oncosynth.study.stats as stats
 from oncosynth.study.cells import MARKER, read_marker, read_prediction_uids, read_predictions
 
 
-def _cells(out: Path, arm: str) -> dict[tuple[float, int], Path]:
-    """(fraction, seed) -> cell folder of the arm's finished non-DP cells, from each cell's own record."""
+def _cells(out: Path, arm: str, epsilon: float | None = None) -> dict[tuple[float, int], Path]:
+    """(fraction, seed) -> cell folder of the arm's finished cells at this ε (None: without DP), from each
+    cell's own record."""
     found = {}
     for folder in (out / "cells").iterdir():
         record = read_marker(folder / MARKER)
-        if record is not None and record["arm"] == arm and record["epsilon"] is None:
+        if record is not None and record["arm"] == arm and record["epsilon"] == epsilon:
             found[(record["fraction"], record["seed"])] = folder
     return found
 
 
-def compare(out: Path, arm_a: str, arm_b: str, resamples: int = 1000, out_b: Path | None = None) -> list[dict]:
+def compare(out: Path, arm_a: str, arm_b: str, resamples: int = 1000, out_b: Path | None = None,
+            epsilon: float | None = None) -> list[dict]:
     out_b = out if out_b is None else out_b
-    a, b = _cells(out, arm_a), _cells(out_b, arm_b)
+    a, b = _cells(out, arm_a, epsilon), _cells(out_b, arm_b, epsilon)
     if not a or not b:
         raise SystemExit(f"{out if not a else out_b}: no finished cells of arm '{arm_a if not a else arm_b}'")
     first = next(iter(a.values()))
@@ -58,7 +60,7 @@ def compare(out: Path, arm_a: str, arm_b: str, resamples: int = 1000, out_b: Pat
             labels, _ = read_predictions(first_a, classes)
             probs_a, probs_b = by_seed(a), by_seed(b)
             index = stats.bootstrap_indices(len(labels), resamples, seed=0)
-            row = {"test_set": test, "fraction": fraction, "arm": arm_a, "against": arm_b,
+            row = {"test_set": test, "fraction": fraction, "epsilon": epsilon, "arm": arm_a, "against": arm_b,
                    "seeds": sorted(set(probs_a) & set(probs_b))}
             row.update(stats.paired_comparison(labels, probs_a, probs_b, positive, index, resamples))
             rows.append(row)
@@ -71,9 +73,10 @@ def main() -> None:
     parser.add_argument("arm_a")
     parser.add_argument("arm_b")
     parser.add_argument("--against-study", type=Path, default=None, help="arm_b's study folder (default: study_out)")
+    parser.add_argument("--epsilon", type=float, default=None, help="compare the DP cells at this ε (default: non-DP)")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
-    rows = compare(args.study_out, args.arm_a, args.arm_b, out_b=args.against_study)
+    rows = compare(args.study_out, args.arm_a, args.arm_b, out_b=args.against_study, epsilon=args.epsilon)
     if args.json is not None:
         args.json.write_text(json.dumps(rows, indent=1))
     print(f"| test | fraction | Δ AUROC {args.arm_a} − {args.arm_b} [hier. CI] (case-only CI) | p (hier.) | per seed |")
