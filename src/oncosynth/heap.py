@@ -6,12 +6,12 @@ the heap once more than 128 KiB is free there. A training step that allocates an
 large buffers every time then pays the kernel to map and zero fresh pages again and again. DP-SGD is
 the extreme case: opacus keeps one gradient per image (hundreds of MiB per batch for resnet10t), and
 on 2 cores 40 % of a DP cell's CPU time was kernel time; keeping freed memory in the heap made a
-DP step about twice as fast with the same numbers (bench/RESULTS.md, "Kernel time in DP-SGD").
+DP step 1.7-1.9x as fast with the same numbers (bench/RESULTS.md, "Kernel time in DP-SGD").
 
 So, when oncosynth is imported on glibc, freed memory up to ``KEEP_BYTES`` stays mapped for reuse,
 blocks up to that size come from the heap, and the heap grows in steps of ``TOP_PAD_BYTES``. The
 cost is a higher resident size: the largest step's working set stays mapped between steps
-(a DP step: about +0.7 GiB peak).
+(a DP step: +0.4 to +0.8 GiB peak).
 
 Anything the user set is kept: ``MALLOC_TRIM_THRESHOLD_``, ``MALLOC_MMAP_THRESHOLD_``,
 ``MALLOC_TOP_PAD_``, ``MALLOC_MMAP_MAX_`` or ``GLIBC_TUNABLES`` switch the policy off, and
