@@ -1,9 +1,10 @@
 """Kernel time with glibc's default heap against oncosynth's heap policy (src/oncosynth/heap.py).
 
 Each workload runs in a fresh process twice, once with ``ONCOSYNTH_HEAP=default`` (glibc's own
-thresholds) and once with the policy, one torch thread, random images (the time does not depend on
-the pixels). After two warm-up steps it times ``--steps`` steps and reports user and kernel CPU ms
-per image and the peak resident size.
+thresholds) and once with ``ONCOSYNTH_HEAP=keep`` (the policy from import on; DP training applies it
+itself, but this script builds its DP step directly), one torch thread, random images (the time does
+not depend on the pixels). After two warm-up steps it times the workload's step count (``WORKLOADS``)
+and reports user and kernel CPU ms per image and the peak resident size.
 
     OMP_NUM_THREADS=1 PYTHONPATH=src python bench/bench_heap.py --json bench/results/heap.json
 
@@ -104,11 +105,11 @@ def main() -> None:
     rows = []
     for workload in args.workload or list(WORKLOADS):
         pair = {}
-        for heap in ("default", ""):  # glibc's thresholds, then oncosynth's policy
+        for heap, label in (("default", "default"), ("keep", "policy")):  # glibc's thresholds, then the policy
             env = {**os.environ, "ONCOSYNTH_HEAP": heap, "OMP_NUM_THREADS": "1"}
             out = subprocess.run([sys.executable, __file__, "--child", workload], env=env, check=True,
                                  capture_output=True, text=True).stdout
-            pair[heap or "policy"] = json.loads(out.strip().splitlines()[-1])
+            pair[label] = json.loads(out.strip().splitlines()[-1])
         total = {k: v["user_ms_per_image"] + v["kernel_ms_per_image"] for k, v in pair.items()}
         rows.append({"workload": workload, "what": WORKLOADS[workload][1], "glibc_default": pair["default"],
                      "oncosynth_policy": pair["policy"], "speed_ratio": total["default"] / total["policy"]})
