@@ -55,6 +55,14 @@ def test_at_import_only_when_asked_to_keep(monkeypatch):
     assert apply_at_import({"ONCOSYNTH_HEAP": "keep"}, mallopt) == "set" and len(calls) == 3
 
 
+def test_an_unknown_setting_is_named_and_ignored():
+    mallopt, calls = recording_mallopt()
+    with pytest.warns(UserWarning, match="ONCOSYNTH_HEAP='kep'"):
+        assert apply_at_import({"ONCOSYNTH_HEAP": "kep"}, mallopt) == heap._STATUS and calls == []
+    with pytest.warns(UserWarning, match="not one of"):
+        assert keep_freed_memory({"ONCOSYNTH_HEAP": "off"}, mallopt) == "set"
+
+
 def test_a_c_library_without_mallopt_is_left_alone(monkeypatch):
     monkeypatch.setattr(heap, "_glibc_mallopt", lambda: None)
     assert keep_freed_memory({}) == "unsupported"
@@ -71,9 +79,9 @@ def test_keeping_freed_memory_changes_no_training_number():
         "    x = torch.randn(16, 1, 32, 32); loss = m(x).square().mean(); opt.zero_grad(); loss.backward(); opt.step()\n"
         "print(json.dumps({'policy': status()['policy'], 'sum': float(sum(p.double().sum() for p in m.parameters()))}))\n")
     results = {}
-    for opt_out in ("keep", "default"):
-        env = {"PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1", "ONCOSYNTH_HEAP": opt_out}
+    for setting in ("keep", "default"):
+        env = {"PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1", "ONCOSYNTH_HEAP": setting}
         out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True)
-        results[opt_out] = json.loads(out.stdout.strip().splitlines()[-1])
+        results[setting] = json.loads(out.stdout.strip().splitlines()[-1])
     assert results["keep"]["policy"] in ("set", "unsupported") and results["default"]["policy"] == "not applied"
     assert results["keep"]["sum"] == results["default"]["sum"]

@@ -28,6 +28,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import os
+import warnings
 from typing import Callable, MutableMapping
 
 KEEP_BYTES = 1 << 30
@@ -36,7 +37,8 @@ TOP_PAD_BYTES = 64 << 20
 M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_THRESHOLD = -1, -2, -3
 USER_KNOBS = ("MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TOP_PAD_", "MALLOC_MMAP_MAX_",
               "GLIBC_TUNABLES")
-OPT_OUT = "ONCOSYNTH_HEAP"
+SETTING = "ONCOSYNTH_HEAP"  # "keep": everywhere from import on; "default": never, not even under DP
+SETTING_VALUES = ("", "keep", "default")
 
 _STATUS = "not applied"
 
@@ -53,11 +55,21 @@ def _glibc_mallopt() -> Callable[[int, int], int] | None:
     return mallopt
 
 
+def _setting(environ: MutableMapping[str, str]) -> str:
+    """The user's ``ONCOSYNTH_HEAP``, lower-cased; a value we do not know is named, then treated as unset."""
+    value = environ.get(SETTING, "").strip().lower()
+    if value not in SETTING_VALUES:
+        warnings.warn(f"{SETTING}={environ[SETTING]!r} is not one of 'keep' or 'default'; ignoring it "
+                      "(DP-SGD training keeps freed memory, other work uses glibc's defaults)", stacklevel=3)
+        return ""
+    return value
+
+
 def apply_at_import(environ: MutableMapping[str, str] | None = None,
                     mallopt: Callable[[int, int], int] | None = None) -> str:
     """``ONCOSYNTH_HEAP=keep``: keep freed memory for all work in this process; otherwise leave it to DP."""
     environ = os.environ if environ is None else environ
-    if environ.get(OPT_OUT, "").strip().lower() == "keep":
+    if _setting(environ) == "keep":
         return keep_freed_memory(environ, mallopt)
     return _STATUS
 
@@ -72,7 +84,7 @@ def keep_freed_memory(environ: MutableMapping[str, str] | None = None,
     """
     global _STATUS
     environ = os.environ if environ is None else environ
-    if environ.get(OPT_OUT, "").strip().lower() == "default":
+    if _setting(environ) == "default":
         _STATUS = "off"
     elif any(environ.get(knob) for knob in USER_KNOBS):
         _STATUS = "user"
@@ -90,4 +102,4 @@ def keep_freed_memory(environ: MutableMapping[str, str] | None = None,
 
 def status() -> dict[str, str | None]:
     """Where this process's freed memory goes, for manifests and bug reports."""
-    return {"policy": _STATUS, **{knob: os.environ.get(knob) for knob in (*USER_KNOBS, OPT_OUT)}}
+    return {"policy": _STATUS, **{knob: os.environ.get(knob) for knob in (*USER_KNOBS, SETTING)}}
