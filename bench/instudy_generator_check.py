@@ -61,7 +61,7 @@ def check_cell(config, prepared, cell, out: Path, classifiers: list[Path], grid:
             "pixel_ratio_min": float(ratio.min()), "pixel_ratio_median": float(np.median(ratio)),
             "pixel_cutoff": copies.cutoff,
             "class_signal_auroc": [s["auroc"] for s in signals],
-            "class_signal_mean": float(np.mean([s["auroc"] for s in signals]))}
+            "class_signal_mean": float(np.mean([s["auroc"] for s in signals])) if signals else None}
 
 
 def main() -> None:
@@ -70,6 +70,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True, help="the study's output folder")
     parser.add_argument("--arm", required=True, help="an arm whose synthetic source is `train:`")
     parser.add_argument("--classifier", type=Path, action="append", default=[])
+    parser.add_argument("--seed", type=int, action="append", default=None, help="only these seeds (default: all)")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--grid", type=Path, help="PNG: per cell and class, 8 synthetic then 8 real images")
     args = parser.parse_args()
@@ -79,7 +80,8 @@ def main() -> None:
     if not arms or arms[0].synthetic is None or arms[0].synthetic.train is None:
         raise SystemExit(f"{args.config}: no arm '{args.arm}' with an in-study generator")
     prepared = prepare(config, progress=False)
-    cells = [c for c in plan_cells(config) if c.arm.name == args.arm and c.epsilon is None]
+    cells = [c for c in plan_cells(config) if c.arm.name == args.arm and c.epsilon is None
+             and (args.seed is None or c.seed in args.seed)]
     rows, grid = [], []
     for cell in cells:
         rows.append(check_cell(config, prepared, cell, args.out, args.classifier, grid))
@@ -87,7 +89,7 @@ def main() -> None:
     summary = {"config": str(args.config), "arm": args.arm, "classifiers": [str(c) for c in args.classifier],
                "cells": rows,
                "memorised_share_mean": float(np.mean([r["memorised_share"] for r in rows])),
-               "class_signal_mean": float(np.mean([r["class_signal_mean"] for r in rows]))}
+               "class_signal_mean": float(np.mean([r["class_signal_mean"] for r in rows])) if args.classifier else None}
     if args.grid:
         args.grid.parent.mkdir(parents=True, exist_ok=True)
         save_grid(torch.cat(grid), args.grid, nrow=16)
