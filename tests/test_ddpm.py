@@ -174,6 +174,29 @@ def test_refine_starts_as_the_unrefined_model_then_learns_and_old_runs_load_with
             tiny(refine=bad)
 
 
+def test_shift_grid_moves_the_patch_grid_per_step_and_crops_back_exactly(tmp_path):
+    """``shift_grid`` runs each DDIM step on the image moved within the 2x2 patch grid, pads so the U-Net
+    still divides evenly and crops back: an identity network gives the input back at every offset."""
+    gen = tiny(size=16, patch=2, refine=8)
+    gen.fit(tiny_data(), tmp_path / "run", steps=2, seed=1, **FIT)
+    assert [gen._grid_offsets(k) for k in range(5)] == [(0, 0), (0, 1), (1, 1), (1, 0), (0, 0)]
+    x = torch.randn(2, 1, 16, 16)
+    labels, t = torch.tensor([0, 1]), torch.tensor([3, 4])
+    for offset in ((0, 0), (0, 1), (1, 1), (1, 0)):
+        assert torch.equal(gen._denoise(lambda image, *_: image, x, t, labels, offset), x)
+    shifted = gen._denoise(gen.ema, x, t, labels, (1, 0))
+    assert shifted.shape == x.shape and not torch.allclose(shifted, gen._denoise(gen.ema, x, t, labels, (0, 0)))
+    # deterministic in z, so image i of a larger call can be made alone; and it changes the images
+    three = gen.sample(3, "malignant", seed=4, steps=4, shift_grid=True)
+    assert torch.allclose(three[1:2], gen.sample(1, "malignant", seed=5, steps=4, shift_grid=True), atol=1e-4)
+    assert not torch.allclose(three, gen.sample(3, "malignant", seed=4, steps=4), atol=1e-3)
+    assert load_generator(tmp_path / "run").config["shift_grid"] is False  # off unless asked for
+    with pytest.raises(ConfigError, match="shift_grid must be true or false"):
+        gen.sample(1, "benign", shift_grid="yes")
+    with pytest.raises(ConfigError, match="patch 1"):
+        tiny(shift_grid=True)  # no grid to move
+
+
 def test_ddim_grid_matches_monai_step():
     # each DDIM step must land on the next timestep it evaluates (step() moves back by T//S)
     gen = tiny(timesteps=1000)
@@ -332,6 +355,31 @@ def test_a_trained_run_is_a_study_synthetic_source(phantom_train, tmp_path):
     images, labels = study_synthetic.synthetic_for_cell(prepared, config.arms[0], real_labels, 0, 32, 1)
     assert images.shape == (6, 1, 32, 32) and images.dtype == torch.uint8
     assert sorted(set(labels.tolist())) == [0, 1] and float(images.float().std()) > 0
+    # an arm's `sample` options reach the generator (here: plain conditional, 3 DDIM steps)
+    config.arms[0].synthetic.sample = {"guidance": 1.0, "steps": 3}
+    other, _ = study_synthetic.synthetic_for_cell(prepared, config.arms[0], real_labels, 0, 32, 1)
+    assert other.shape == images.shape and not torch.equal(other, images)
+
+
+def test_bad_study_sample_options_fail_before_any_training(phantom_train, tmp_path):
+    from oncosynth.study import parse_config
+    from oncosynth.study import inputs as study_inputs
+
+    def arm(synthetic):
+        return {"data": {"path": str(phantom_train), "size": 32}, "seeds": [0],
+                "arms": [{"name": "ddpm", "kind": "real+synthetic", "synthetic": synthetic}]}
+
+    train = {"method": "ddpm", "steps": 2, "options": {**TINY, "size": 32, "patch": 2}}
+    for sample, message in [({"guidance": -1}, "guidance scale must be >= 0"), ({"steps": 51}, "DDIM steps"),
+                            ({"temperature": 0.5}, "does not take sampling option"),
+                            ({"seed": 3}, "does not take sampling option")]:
+        config = parse_config(arm({"train": train, "ratio": 1.0, "sample": sample}))
+        with pytest.raises(ConfigError, match=message):
+            study_inputs.prepare(config, progress=False)
+    config = parse_config(arm({"train": train, "ratio": 1.0, "sample": {"shift_grid": True, "guidance": 3}}))
+    assert config.arms[0].synthetic.sample == {"shift_grid": True, "guidance": 3}
+    with pytest.raises(ConfigError, match="a folder's images are already made"):
+        parse_config(arm({"folder": str(phantom_train), "sample": {"guidance": 2}}))
 
 
 def test_training_into_another_methods_run_is_refused(tmp_path):

@@ -79,6 +79,16 @@ class Generator(abc.ABC):
     def networks(self) -> dict[str, nn.Module]:
         """Named modules whose parameters and buffers make up a checkpoint."""
 
+    def check_sample_options(self, **options: Any) -> None:
+        """Raise ConfigError, before any work, for options ``sample`` does not take (or, in a subclass
+        that knows them, bad values); works on a generator that is not trained yet."""
+        import inspect
+
+        accepted = inspect.signature(self.sample).parameters
+        unknown = sorted(k for k in options if k not in accepted or k in ("n", "class_name", "seed", "batch_size"))
+        if unknown:
+            raise ConfigError(f"{self.name} does not take sampling option(s) {unknown}")
+
     def check_size(self, size: int) -> None:
         """Raise ConfigError for an image size the model cannot build (default: powers of two >= 32)."""
         if size < 32 or size & (size - 1):

@@ -25,7 +25,12 @@ are. What this module adds is what the generator layer promises:
   60 CPU-minutes of training still left a visible 2-pixel grid in the samples;
   a 3x3 convolution at full resolution sees across block borders. It is a
   residual branch whose last layer starts at zero, so training starts from
-  exactly the model without it.
+  exactly the model without it;
+* ``shift_grid`` (sampling only): each DDIM step runs the U-Net on the image
+  moved by a different offset within the ``patch`` grid (reflect-padded, then
+  cropped back), so the block-locked error of one step is not added in the same
+  place by every other step. The offsets cycle with the step index, so sampling
+  stays deterministic in ``z``.
 
 All training randomness (timesteps, noise, label dropout) comes from the global
 torch RNG and is drawn for the global batch, so resume is bitwise and torchrun
@@ -112,6 +117,7 @@ class DDPM(SteppedGAN):
         "prediction": "v",        # epsilon | v | sample
         "label_dropout": 0.1,     # classifier-free guidance: share of labels replaced by "no class"
         "guidance": 2.0,          # default guidance scale at sampling
+        "shift_grid": False,      # default at sampling: move the patch grid between DDIM steps (patch > 1)
         "sample_steps": 50,       # default DDIM steps at sampling
         "ema_decay": 0.999,
         "lr": 2e-4,
@@ -160,12 +166,18 @@ class DDPM(SteppedGAN):
             raise ConfigError(f"{name}: ema_decay must be in [0, 1), not {cfg['ema_decay']}")
         if int(cfg["timesteps"]) < 2:
             raise ConfigError(f"{name}: timesteps must be >= 2, not {cfg['timesteps']}")
-        self.sampling_settings(cfg["guidance"], cfg["sample_steps"])
+        self.sampling_settings(cfg["guidance"], cfg["sample_steps"], cfg["shift_grid"])
 
-    def sampling_settings(self, guidance: float | None = None, steps: int | None = None) -> tuple[float, int]:
-        """Validated (guidance, DDIM steps); None takes the configured default."""
+    def sampling_settings(self, guidance: float | None = None, steps: int | None = None,
+                          shift_grid: bool | None = None) -> tuple[float, int, bool]:
+        """Validated (guidance, DDIM steps, shift_grid); None takes the configured default."""
         guidance = float(self.config["guidance"] if guidance is None else guidance)
         steps = int(self.config["sample_steps"] if steps is None else steps)
+        shift_grid = self.config["shift_grid"] if shift_grid is None else shift_grid
+        if not isinstance(shift_grid, bool):
+            raise ConfigError(f"{self.name}: shift_grid must be true or false, not {shift_grid!r}")
+        if shift_grid and int(self.config["patch"]) == 1:
+            raise ConfigError(f"{self.name}: shift_grid moves the patch grid, but this model has patch 1 (no grid)")
         if not guidance >= 0:  # also catches NaN
             raise ConfigError(f"{self.name}: guidance scale must be >= 0 (1 = plain conditional), not {guidance}")
         if guidance > 0 and self.config["label_dropout"] == 0 and guidance != 1:
@@ -175,7 +187,11 @@ class DDPM(SteppedGAN):
         if not 1 <= steps <= total:
             raise ConfigError(f"{self.name}: DDIM steps must be between 1 and the model's {total} "
                               f"training diffusion steps, not {steps}")
-        return guidance, steps
+        return guidance, steps, shift_grid
+
+    def check_sample_options(self, **options: Any) -> None:
+        super().check_sample_options(**options)
+        self.sampling_settings(options.get("guidance"), options.get("steps"), options.get("shift_grid"))
 
     def downsampling(self) -> int:
         """How many times the U-Net halves the image (patching included)."""
@@ -276,35 +292,55 @@ class DDPM(SteppedGAN):
         ddim.timesteps = torch.arange(steps - 1, -1, -1) * (total // steps)
         return ddim
 
+    def _grid_offsets(self, step_index: int) -> tuple[int, int]:
+        """(dy, dx) of DDIM step ``step_index`` under shift_grid: every offset in the patch grid in turn."""
+        patch = int(self.config["patch"])
+        k = step_index % (patch * patch)
+        return k // patch, (k % patch + k // patch) % patch  # for patch 2: (0,0), (0,1), (1,1), (1,0)
+
+    def _denoise(self, net: nn.Module, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor,
+                 offset: tuple[int, int]) -> torch.Tensor:
+        """The network's output for ``x``, computed with the image moved by ``offset`` against the patch grid."""
+        dy, dx = offset
+        if not dy and not dx:
+            return net(x, t, labels)
+        # Pad by one whole downsampling factor so the U-Net still divides evenly; the image starts at (dy, dx).
+        factor = self.downsampling()
+        padded = F.pad(x, (dx, factor - dx, dy, factor - dy), mode="reflect")
+        return net(padded, t, labels)[..., dy:dy + self.size, dx:dx + self.size]
+
     @torch.no_grad()
     def generate(self, z: torch.Tensor, labels: torch.Tensor, guidance: float | None = None,
-                 steps: int | None = None) -> torch.Tensor:
+                 steps: int | None = None, shift_grid: bool | None = None) -> torch.Tensor:
         """DDIM from the noise ``z`` (N×C*H*W) with classifier-free guidance; images in [-1, 1]."""
-        guidance, steps = self.sampling_settings(guidance, steps)
+        guidance, steps, shift_grid = self.sampling_settings(guidance, steps, shift_grid)
         net, n = self.ema, len(z)
         x = z.view(n, self.channels, self.size, self.size).to(self.device)
         labels = labels.to(self.device)
         null = torch.full_like(labels, len(self.classes))
         ddim = self._ddim(steps)
-        for t in ddim.timesteps.tolist():
+        for k, t in enumerate(ddim.timesteps.tolist()):
+            offset = self._grid_offsets(k) if shift_grid else (0, 0)
             tt = torch.full((n,), t, dtype=torch.long, device=self.device)
             if guidance == 1:
-                out = net(x, tt, labels)
+                out = self._denoise(net, x, tt, labels, offset)
             elif guidance == 0:
-                out = net(x, tt, null)
+                out = self._denoise(net, x, tt, null, offset)
             else:
-                cond, uncond = net(torch.cat([x, x]), torch.cat([tt, tt]), torch.cat([labels, null])).chunk(2)
+                both = self._denoise(net, torch.cat([x, x]), torch.cat([tt, tt]), torch.cat([labels, null]), offset)
+                cond, uncond = both.chunk(2)
                 out = uncond + guidance * (cond - uncond)
             x, _ = ddim.step(out, t, x)
         return x.clamp(-1, 1)
 
     @torch.no_grad()
     def sample(self, n: int, class_name: str, seed: int = 0, batch_size: int = 64, guidance: float | None = None,
-               steps: int | None = None) -> torch.Tensor:
-        """As :meth:`SteppedGAN.sample`, plus the guidance scale and the number of DDIM steps.
+               steps: int | None = None, shift_grid: bool | None = None) -> torch.Tensor:
+        """As :meth:`SteppedGAN.sample`, plus the guidance scale, the number of DDIM steps and shift_grid.
 
         ``sample(0, ...)`` only checks the settings (bad ones raise ConfigError before any work).
         """
-        guidance, steps = self.sampling_settings(guidance, steps)
+        guidance, steps, shift_grid = self.sampling_settings(guidance, steps, shift_grid)
         self.class_index(class_name)
-        return super().sample(n, class_name, seed=seed, batch_size=batch_size, guidance=guidance, steps=steps)
+        return super().sample(n, class_name, seed=seed, batch_size=batch_size, guidance=guidance, steps=steps,
+                              shift_grid=shift_grid)

@@ -48,13 +48,7 @@ def write_samples(run_folder: str | Path, out: str | Path, n: int, class_names: 
     out = Path(out)
     check_output_folder(out, "--out")
     gen = load_generator(run_folder, device=resolve_device(device))
-    if sample_options:
-        import inspect
-
-        accepted = inspect.signature(gen.sample).parameters
-        unknown = [k for k in sample_options if k not in accepted]
-        if unknown:
-            raise ConfigError(f"{gen.name} does not take sampling option(s) {unknown}")
+    gen.check_sample_options(**sample_options)
     for name in class_names:
         gen.class_index(name)  # unknown class -> ConfigError before any work
     gen.sample(0, class_names[0], **sample_options)  # bad sampling settings -> ConfigError before any work

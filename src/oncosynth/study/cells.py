@@ -90,7 +90,12 @@ def plan_cells(config: StudyConfig) -> list[Cell]:
 def cell_fingerprint(config: StudyConfig, cell: Cell) -> str:
     """Everything that decides a cell's result; a resumed study refuses cells made differently."""
     # an arm field added later is left out at its default, so studies made before it still resume
-    arm = cell.arm.model_dump(mode="json", exclude={"dp_noise_multiplier"} if cell.arm.dp_noise_multiplier is None else None)
+    later: dict = {}
+    if cell.arm.dp_noise_multiplier is None:
+        later["dp_noise_multiplier"] = True
+    if cell.arm.synthetic is not None and not cell.arm.synthetic.sample:
+        later["synthetic"] = {"sample"}
+    arm = cell.arm.model_dump(mode="json", exclude=later or None)
     parts = {"data": config.data.model_dump(mode="json", exclude={"allow_leakage"}), "model": config.model.model_dump(mode="json"),
              "train": config.train.model_dump(mode="json"), "arm": arm,
              "dp": config.dp.model_dump(mode="json") if cell.epsilon is not None else None,

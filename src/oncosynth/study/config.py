@@ -151,6 +151,9 @@ class SyntheticSource(Strict):
     ratio: float | None = Field(None, gt=0, description="synthetic images per real training image")
     classes: list[str] | None = Field(None, description="classes that receive synthetic images (default all)")
     balance: bool = Field(False, description="add only enough images to bring each class up to the largest")
+    sample: dict = Field(default_factory=dict, description="options for the generator's sample(), e.g. DDPM's "
+                                                           "{guidance: 4, steps: 25, shift_grid: true}: arms that "
+                                                           "sample one trained generator differently share it")
 
     @model_validator(mode="after")
     def _one_source(self) -> "SyntheticSource":
@@ -160,6 +163,8 @@ class SyntheticSource(Strict):
             raise ValueError("give at most one of 'count' or 'ratio'")
         if self.folder is None and self.count is None and self.ratio is None and not self.balance:
             raise ValueError("a generator needs 'count', 'ratio' or 'balance: true' (it can make any number)")
+        if self.sample and self.folder is not None:
+            raise ValueError("'sample' sets how a generator samples; a folder's images are already made")
         if self.manifest is not None and self.train is not None:
             raise ValueError("an in-study generator's training data are known; 'manifest' is for a folder or generator")
         return self

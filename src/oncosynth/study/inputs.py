@@ -148,12 +148,13 @@ def _prepare_synthetic(arm: ArmConfig, classes: list[str], size: int, channels: 
     if source.train is not None:  # trained per cell later; check the method and its options now
         from oncosynth.generators import create_generator
 
-        create_generator(source.train.method, **source.train.options)
+        create_generator(source.train.method, **source.train.options).check_sample_options(**source.sample)
         return {"train": source.train}
     if source.generator is not None:
         from oncosynth.generators import load_generator
 
         generator = load_generator(source.generator)
+        generator.check_sample_options(**source.sample)
         missing = [c for c in (source.classes or generator.classes) if c not in generator.classes]
         if missing:
             raise ConfigError(f"arm '{arm.name}': generator {source.generator} cannot make class(es) {missing} "

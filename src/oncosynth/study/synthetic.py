@@ -47,7 +47,7 @@ def synthetic_for_cell(prepared: Prepared, arm: ArmConfig, real_labels: torch.Te
         images, labels = [], []
         for index, n in enumerate(counts):
             if n > 0:
-                made = generator.sample(int(n), prepared.classes[index], seed=seed * 1_000_003)
+                made = generator.sample(int(n), prepared.classes[index], seed=seed * 1_000_003, **source.sample)
                 images.append(_to_uint8(made, size, channels))
                 labels.append(torch.full((int(n),), index, dtype=torch.int64))
         if not images:
