@@ -10,7 +10,10 @@ the images the classifier trained on. Two numbers per cell:
 - memorisation in pixel space against the cell's own training records (``--reject-memorised``'s
   check: the share of images closer to one training image than 30 % of the typical distance between
   two patients, and closer than any real image is to another patient's);
-- the class signal under each ``--classifier`` (trained on real images, selected on validation).
+- the class signal under each ``--classifier`` (trained on real images, selected on validation);
+- the period-2 amplitude (``metrics.artefacts``: the 2-pixel checkerboard of a patched U-Net) of the
+  synthetic images beside that of the cell's own real images.
+The arm's ``sample`` options (e.g. ``shift_grid``) are applied, as in the cell.
 ``--grid`` saves, per cell, a row of the first 8 images of each class beside 8 of the cell's own real
 images of that class. Nothing is trained; the test split is not read.
 """
@@ -19,12 +22,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from oncosynth.io import save_grid
+from oncosynth.metrics.artefacts import period2_amplitude
 from oncosynth.metrics.class_signal import class_signal
 from oncosynth.metrics.memorisation import PixelCopyCheck
 from oncosynth.study.cells import plan_cells
@@ -43,8 +48,10 @@ def check_cell(config, prepared, cell, out: Path, classifiers: list[Path], grid:
         raise SystemExit(f"{folder}: not trained yet; run the study first")
     index = torch.from_numpy(prepared.fraction_index[(cell.fraction, cell.seed)])
     real, real_labels = prepared.train_images[index].float() / 255, prepared.train_labels[index]  # as the cell saw them
+    started = time.perf_counter()
     images, labels = synthetic_for_cell(prepared, cell.arm, real_labels, cell.seed,
                                         config.data.size, config.data.channels, load_in_study(folder, "cpu"))
+    sampling_seconds = time.perf_counter() - started
     pixels = images.float() / 255
     copies = PixelCopyCheck(real, [r.patient for r in records])
     for i in range(len(prepared.classes)):
@@ -60,6 +67,8 @@ def check_cell(config, prepared, cell, out: Path, classifiers: list[Path], grid:
             "memorised_share": float(flagged.mean()), "memorised": int(flagged.sum()),
             "pixel_ratio_min": float(ratio.min()), "pixel_ratio_median": float(np.median(ratio)),
             "pixel_cutoff": copies.cutoff,
+            "sample_options": cell.arm.synthetic.sample, "sampling_seconds": round(sampling_seconds, 1),
+            "period2_amplitude": period2_amplitude(pixels), "period2_amplitude_real": period2_amplitude(real),
             "class_signal_auroc": [s["auroc"] for s in signals],
             "class_signal_mean": float(np.mean([s["auroc"] for s in signals])) if signals else None}
 
@@ -89,6 +98,7 @@ def main() -> None:
     summary = {"config": str(args.config), "arm": args.arm, "classifiers": [str(c) for c in args.classifier],
                "cells": rows,
                "memorised_share_mean": float(np.mean([r["memorised_share"] for r in rows])),
+               "period2_amplitude_mean": float(np.mean([r["period2_amplitude"] for r in rows])),
                "class_signal_mean": float(np.mean([r["class_signal_mean"] for r in rows])) if args.classifier else None}
     if args.grid:
         args.grid.parent.mkdir(parents=True, exist_ok=True)

@@ -258,6 +258,10 @@ def test_cli_generate_errors_are_one_line_and_write_nothing(trained, tmp_path, m
     err = capsys.readouterr().err.strip()
     assert err.startswith("error:") and "guidance" in err and len(err.splitlines()) == 1
     assert sorted(p.name for p in out.iterdir()) == ["keep.txt"]
+    result = runner.invoke(app, ["generate", str(trained), "--n", "1", "--out", str(out), "--class", "benign",
+                                 "--shift-grid"])  # the tiny model has patch 1: no grid to move
+    assert isinstance(result.exception, ConfigError) and "patch 1" in str(result.exception)
+    assert sorted(p.name for p in out.iterdir()) == ["keep.txt"]
     result = runner.invoke(app, ["generate", str(trained), "--n", "2", "--out", str(out), "--class", "malignant",
                                  "--guidance", "1.5", "--ddim-steps", "3", "--seed", "7"])
     assert result.exit_code == 0, result.output

@@ -48,6 +48,11 @@ def test_evaluate_phantom_writes_json_html_csv(phantom, tmp_path):
     for key in ("fid", "kid", "precision", "recall", "density", "coverage", "ms_ssim_synthetic", "memorised_fraction"):
         assert key in overall
     assert set(metrics["results"]) == {"overall", *ds.classes}
+    # the 2-px pattern of each set, measured by metrics.artefacts
+    from oncosynth.metrics.artefacts import period2_amplitude
+
+    assert overall["period2_real"] == pytest.approx(period2_amplitude(load_images(test)), rel=1e-5)
+    assert overall["period2_synthetic"] == pytest.approx(period2_amplitude(synthetic[0]), rel=1e-5)
     # exactly the four planted copies are flagged: the validation images are other patients' images
     memo = metrics["memorisation"]
     assert sorted(e["synthetic"] for e in memo["flagged"]) == [f"synthetic[{i}]" for i in range(4)]
@@ -67,7 +72,7 @@ def test_evaluate_phantom_writes_json_html_csv(phantom, tmp_path):
     saved = json.loads((out / "metrics.json").read_text())
     assert saved["manifest"]["config"]["feature_net"] == "random-cnn[seed=0]"
     html = (out / "evaluation.html").read_text()
-    assert "Memorisation" in html and "data:image/png;base64," in html and "http" not in html.split("<body>")[1]
+    assert "2-px pattern synth" in html and "Memorisation" in html and "data:image/png;base64," in html and "http" not in html.split("<body>")[1]
     rows = (out / "memorisation.csv").read_text().splitlines()
     assert len(rows) == 1 + len(labels) and rows[0].startswith("synthetic,class,flagged,pixels_ratio")
 

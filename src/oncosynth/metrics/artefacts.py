@@ -40,14 +40,15 @@ def _tile_correlation(x: torch.Tensor, row_sign: bool, col_sign: bool, window: i
 
 
 def period2_amplitude(images: torch.Tensor, window: int = 8) -> float:
-    """RMS amplitude (grey levels) of period-2 patterns in ``window``-pixel tiles of N×C×H×W images in [0, 1]."""
+    """RMS amplitude (grey levels) of period-2 patterns in ``window``-pixel tiles of N×C×H×W images
+    (floats in [0, 1] or uint8)."""
     if images.ndim != 4:
         raise ValueError(f"expected N x C x H x W images, got shape {tuple(images.shape)}")
     height, width = images.shape[-2:]
     if window < 2 or window % 2 or height < window + 2 or width < window + 2:
         raise ValueError(f"window must be an even size >= 2 with a 1-pixel margin inside the {height}x{width} "
                          f"images, not {window}")
-    x = images.float() * 255.0
+    x = images.float() if images.dtype == torch.uint8 else images.float() * 255.0
     across_rows, across_cols = _second_difference(x, 2), _second_difference(x, 3)
     squares = [_tile_correlation(across_rows, True, False, window).pow(2).mean(),
                _tile_correlation(across_cols, False, True, window).pow(2).mean(),

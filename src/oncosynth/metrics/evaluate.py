@@ -7,6 +7,7 @@ feature network, and computes overall and per class:
 - FID, KID, precision / recall / density / coverage (feature space),
 - FRD (radiomics; reference = the real set),
 - mean pairwise MS-SSIM within the synthetic set and, for reference, within the real set,
+- the amplitude of 2-pixel checkerboards and stripes (a patched generator's grid) in both sets,
 - with a training set: nearest-training-image memorisation in pixel and feature space.
 
 It writes ``metrics.json`` (numbers + manifest + notes), ``memorisation.csv``
@@ -29,6 +30,7 @@ import torch
 from oncosynth.data.transforms import convert_images
 from oncosynth.errors import ConfigError, DataError
 from oncosynth.io import check_output_folder
+import oncosynth.metrics.artefacts as artefacts
 import oncosynth.metrics.diversity as diversity
 import oncosynth.metrics.fidelity as fidelity
 import oncosynth.metrics.frd as frd_lib
@@ -230,6 +232,10 @@ def evaluate(real: Any, synthetic: Any, train: Any = None, feature_net: Any = DE
             d_r = diversity.mean_pairwise_ms_ssim(real_set.images[ri], diversity_pairs, seed)
         row.update({"ms_ssim_synthetic": d_s["ms_ssim"], "ms_ssim_real": d_r["ms_ssim"],
                     "ms_ssim_levels": d_s["levels"]})
+        if size >= 10:  # an 8-px tile and its 1-px margin
+            with timer("period2"):
+                row.update({"period2_synthetic": artefacts.period2_amplitude(synth_set.images[si]),
+                            "period2_real": artefacts.period2_amplitude(real_set.images[ri])})
         results.setdefault(scope, {}).update(row)
 
     signal = None

@@ -10,7 +10,8 @@ from oncosynth.report import html
 _COLUMNS = [("n_real", "real"), ("n_synthetic", "synthetic"), ("fid", "FID"), ("kid", "KID"),
             ("precision", "precision"), ("recall", "recall"), ("density", "density"),
             ("coverage", "coverage"), ("frd", "FRD"), ("ms_ssim_synthetic", "MS-SSIM synth"),
-            ("ms_ssim_real", "MS-SSIM real"), ("memorised_fraction", "flagged copies")]
+            ("ms_ssim_real", "MS-SSIM real"), ("period2_synthetic", "2-px pattern synth"),
+            ("period2_real", "2-px pattern real"), ("memorised_fraction", "flagged copies")]
 
 _EXPLAIN = (
     "FID/KID: distance between real and synthetic feature distributions (lower is closer; KID is "
@@ -18,7 +19,9 @@ _EXPLAIN = (
     "(fidelity); recall: share of real images covered by the synthetic manifold (variety); "
     "density/coverage: the robust variants of Naeem et al. FRD: Fréchet radiomics distance, "
     "log(d²), reference = real set. MS-SSIM: mean pairwise similarity within a set (lower = more "
-    "varied; compare synthetic with real). Flagged copies: share of synthetic images closer to a "
+    "varied; compare synthetic with real). 2-px pattern: RMS amplitude in grey levels of checkerboards and "
+    "stripes that repeat every 2 pixels in 8-pixel tiles, the grid a 2x2-patched or stride-2 generator can leave "
+    "(compare synthetic with real). Flagged copies: share of synthetic images closer to a "
     "training image than the memorisation threshold allows."
 )
 
