@@ -13,7 +13,7 @@ the images the classifier trained on. Two numbers per cell:
 - the class signal under each ``--classifier`` (trained on real images, selected on validation);
 - the period-2 amplitude (``metrics.artefacts``: the 2-pixel checkerboard of a patched U-Net) of the
   synthetic images beside that of the cell's own real images.
-The arm's ``sample`` options (e.g. ``shift_grid``) are applied, as in the cell.
+The arm's ``sample`` options (e.g. ``notch``) are applied, as in the cell.
 ``--grid`` saves, per cell, a row of the first 8 images of each class beside 8 of the cell's own real
 images of that class. Nothing is trained; the test split is not read.
 """

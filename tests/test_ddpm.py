@@ -174,27 +174,45 @@ def test_refine_starts_as_the_unrefined_model_then_learns_and_old_runs_load_with
             tiny(refine=bad)
 
 
-def test_shift_grid_moves_the_patch_grid_per_step_and_crops_back_exactly(tmp_path):
-    """``shift_grid`` runs each DDIM step on the image moved within the 2x2 patch grid, pads so the U-Net
-    still divides evenly and crops back: an identity network gives the input back at every offset."""
-    gen = tiny(size=16, patch=2, refine=8)
-    gen.fit(tiny_data(), tmp_path / "run", steps=2, seed=1, **FIT)
-    assert [gen._grid_offsets(k) for k in range(5)] == [(0, 0), (0, 1), (1, 1), (1, 0), (0, 0)]
-    x = torch.randn(2, 1, 16, 16)
-    labels, t = torch.tensor([0, 1]), torch.tensor([3, 4])
-    for offset in ((0, 0), (0, 1), (1, 1), (1, 0)):
-        assert torch.equal(gen._denoise(lambda image, *_: image, x, t, labels, offset), x)
-    shifted = gen._denoise(gen.ema, x, t, labels, (1, 0))
-    assert shifted.shape == x.shape and not torch.allclose(shifted, gen._denoise(gen.ema, x, t, labels, (0, 0)))
-    # deterministic in z, so image i of a larger call can be made alone; and it changes the images
-    three = gen.sample(3, "malignant", seed=4, steps=4, shift_grid=True)
-    assert torch.allclose(three[1:2], gen.sample(1, "malignant", seed=5, steps=4, shift_grid=True), atol=1e-4)
-    assert not torch.allclose(three, gen.sample(3, "malignant", seed=4, steps=4), atol=1e-3)
-    assert load_generator(tmp_path / "run").config["shift_grid"] is False  # off unless asked for
-    with pytest.raises(ConfigError, match="shift_grid must be true or false"):
-        gen.sample(1, "benign", shift_grid="yes")
-    with pytest.raises(ConfigError, match="patch 1"):
-        tiny(shift_grid=True)  # no grid to move
+def test_notch_removes_a_planted_checkerboard_and_keeps_smooth_images():
+    from oncosynth.generators.filters import nyquist_notch
+    from oncosynth.metrics.artefacts import period2_amplitude
+
+    rows, cols = torch.meshgrid(torch.arange(32), torch.arange(32), indexing="ij")
+    smooth = (0.5 + 0.3 * torch.sin(rows / 5.0) * torch.cos(cols / 7.0)).expand(2, 1, 32, 32)
+    checker = (1 - 2 * ((rows + cols) % 2)).float() * 0.05
+    stripes = (1 - 2 * (cols % 2)).float() * 0.05
+    for pattern in (checker, stripes):
+        dirty = smooth + pattern
+        assert period2_amplitude(dirty) > 10
+        # a linear filter that takes the pattern out exactly; what is left is the smooth image's own
+        # response (reflected borders), 0.18 grey levels against the pattern's 12.75
+        assert torch.allclose(nyquist_notch(dirty, 2.5), nyquist_notch(smooth, 2.5), atol=1e-5)
+        assert period2_amplitude(nyquist_notch(dirty, 2.5)) < 0.25
+        assert (nyquist_notch(dirty, 2.5) - smooth).abs().mean() < 0.01  # the smooth image comes back
+    assert (nyquist_notch(smooth, 2.5) - smooth).abs().max() < 0.01
+    with pytest.raises(ValueError, match="sigma"):
+        nyquist_notch(smooth, 0)
+
+
+def test_notch_is_a_sampling_option_off_by_default(trained, tmp_path):
+    gen = load_generator(trained)
+    assert gen.config["notch"] == 0.0
+    plain = gen.sample(2, "benign", seed=3)
+    notched = gen.sample(2, "benign", seed=3, notch=1.5)
+    assert notched.shape == plain.shape and not torch.allclose(notched, plain, atol=1e-3)
+    assert torch.allclose(gen.sample(1, "benign", seed=4, notch=1.5), notched[1:2], atol=1e-4)  # per-image seeds
+    for bad in (-1, True, "wide", 9):
+        with pytest.raises(ConfigError, match="notch"):
+            gen.sample(1, "benign", notch=bad)
+    with pytest.raises(ConfigError, match="needs images larger"):
+        gen.sample(1, "benign", notch=6)  # a 37-px window on 16 px images
+    cli = CliRunner().invoke(__import__("oncosynth.cli", fromlist=["app"]).app,
+                             ["generate", str(trained), "--n", "1", "--out", str(tmp_path / "out"),
+                              "--class", "benign", "--notch", "1.5"])
+    assert cli.exit_code == 0, cli.output
+    with pytest.raises(ConfigError, match="notch"):
+        tiny(notch=-0.5)
 
 
 def test_ddim_grid_matches_monai_step():
@@ -259,8 +277,8 @@ def test_cli_generate_errors_are_one_line_and_write_nothing(trained, tmp_path, m
     assert err.startswith("error:") and "guidance" in err and len(err.splitlines()) == 1
     assert sorted(p.name for p in out.iterdir()) == ["keep.txt"]
     result = runner.invoke(app, ["generate", str(trained), "--n", "1", "--out", str(out), "--class", "benign",
-                                 "--shift-grid"])  # the tiny model has patch 1: no grid to move
-    assert isinstance(result.exception, ConfigError) and "patch 1" in str(result.exception)
+                                 "--notch", "-1"])
+    assert isinstance(result.exception, ConfigError) and "notch" in str(result.exception)
     assert sorted(p.name for p in out.iterdir()) == ["keep.txt"]
     result = runner.invoke(app, ["generate", str(trained), "--n", "2", "--out", str(out), "--class", "malignant",
                                  "--guidance", "1.5", "--ddim-steps", "3", "--seed", "7"])
@@ -380,8 +398,8 @@ def test_bad_study_sample_options_fail_before_any_training(phantom_train, tmp_pa
         config = parse_config(arm({"train": train, "ratio": 1.0, "sample": sample}))
         with pytest.raises(ConfigError, match=message):
             study_inputs.prepare(config, progress=False)
-    config = parse_config(arm({"train": train, "ratio": 1.0, "sample": {"shift_grid": True, "guidance": 3}}))
-    assert config.arms[0].synthetic.sample == {"shift_grid": True, "guidance": 3}
+    config = parse_config(arm({"train": train, "ratio": 1.0, "sample": {"notch": 2.5, "guidance": 3}}))
+    assert config.arms[0].synthetic.sample == {"notch": 2.5, "guidance": 3}
     with pytest.raises(ConfigError, match="a folder's images are already made"):
         parse_config(arm({"folder": str(phantom_train), "sample": {"guidance": 2}}))
 

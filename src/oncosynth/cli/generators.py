@@ -132,8 +132,8 @@ def generate(
                                              "(>= 0; 1 = plain conditional; default: the model's)."),
     ddim_steps: Optional[int] = typer.Option(None, "--ddim-steps", help="ddpm only: DDIM sampling steps "
                                              "(1 .. the model's training diffusion steps; default: the model's)."),
-    shift_grid: Optional[bool] = typer.Option(None, "--shift-grid/--no-shift-grid", help="ddpm only: move the "
-                                              "patch grid between DDIM steps (default: the model's)."),
+    notch: Optional[float] = typer.Option(None, "--notch", help="ddpm only: window (px) of the filter that "
+                                          "removes 2-pixel checkerboards; 0 = off (default: the model's)."),
     reject_memorised: Optional[Path] = typer.Option(
         None, "--reject-memorised", help="Training data (folder/file; its train split if it has one): images "
         "the memorisation check flags as copies are dropped, replaced and listed in manifest.json."),
@@ -142,7 +142,7 @@ def generate(
     from oncosynth.generators import generate_images
 
     options = {key: value for key, value in (("start_scale", start_scale), ("guidance", guidance),
-                                             ("steps", ddim_steps), ("shift_grid", shift_grid))
+                                             ("steps", ddim_steps), ("notch", notch))
                if value is not None}
     rows = generate_images(run, out, n, class_names, seed=seed, device=device, batch_size=batch_size,
                            reject_memorised=reject_memorised, **options)

@@ -26,11 +26,11 @@ are. What this module adds is what the generator layer promises:
   a 3x3 convolution at full resolution sees across block borders. It is a
   residual branch whose last layer starts at zero, so training starts from
   exactly the model without it;
-* ``shift_grid`` (sampling only): each DDIM step runs the U-Net on the image
-  moved by a different offset within the ``patch`` grid (reflect-padded, then
-  cropped back), so the block-locked error of one step is not added in the same
-  place by every other step. The offsets cycle with the step index, so sampling
-  stays deterministic in ``z``.
+* ``notch`` (sampling only, pixels; 0: off): the sample passes
+  ``filters.nyquist_notch`` with this window, which removes the 2-pixel
+  checkerboard that a patched model leaves even with ``refine``. Moving the patch
+  grid between DDIM steps, or averaging the 4 grid offsets at every step, did not
+  reduce it (bench/RESULTS.md): the pattern follows the image, not the grid.
 
 All training randomness (timesteps, noise, label dropout) comes from the global
 torch RNG and is drawn for the global batch, so resume is bitwise and torchrun
@@ -47,6 +47,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from oncosynth.errors import ConfigError
+from oncosynth.generators.filters import nyquist_notch
 from oncosynth.generators.gan import SteppedGAN
 from oncosynth.generators.registry import register_generator
 
@@ -117,7 +118,7 @@ class DDPM(SteppedGAN):
         "prediction": "v",        # epsilon | v | sample
         "label_dropout": 0.1,     # classifier-free guidance: share of labels replaced by "no class"
         "guidance": 2.0,          # default guidance scale at sampling
-        "shift_grid": False,      # default at sampling: move the patch grid between DDIM steps (patch > 1)
+        "notch": 0.0,             # default at sampling: Gaussian window (px) of the 2-px notch filter (0: off)
         "sample_steps": 50,       # default DDIM steps at sampling
         "ema_decay": 0.999,
         "lr": 2e-4,
@@ -166,18 +167,21 @@ class DDPM(SteppedGAN):
             raise ConfigError(f"{name}: ema_decay must be in [0, 1), not {cfg['ema_decay']}")
         if int(cfg["timesteps"]) < 2:
             raise ConfigError(f"{name}: timesteps must be >= 2, not {cfg['timesteps']}")
-        self.sampling_settings(cfg["guidance"], cfg["sample_steps"], cfg["shift_grid"])
+        self.sampling_settings(cfg["guidance"], cfg["sample_steps"], cfg["notch"])
 
     def sampling_settings(self, guidance: float | None = None, steps: int | None = None,
-                          shift_grid: bool | None = None) -> tuple[float, int, bool]:
-        """Validated (guidance, DDIM steps, shift_grid); None takes the configured default."""
+                          notch: float | None = None) -> tuple[float, int, float]:
+        """Validated (guidance, DDIM steps, notch); None takes the configured default."""
         guidance = float(self.config["guidance"] if guidance is None else guidance)
         steps = int(self.config["sample_steps"] if steps is None else steps)
-        shift_grid = self.config["shift_grid"] if shift_grid is None else shift_grid
-        if not isinstance(shift_grid, bool):
-            raise ConfigError(f"{self.name}: shift_grid must be true or false, not {shift_grid!r}")
-        if shift_grid and int(self.config["patch"]) == 1:
-            raise ConfigError(f"{self.name}: shift_grid moves the patch grid, but this model has patch 1 (no grid)")
+        notch = self.config["notch"] if notch is None else notch
+        if isinstance(notch, bool) or not isinstance(notch, (int, float)) or not 0 <= notch <= 8:
+            raise ConfigError(f"{self.name}: notch is the notch filter's window in pixels, from 0 (off) to 8, "
+                              f"not {notch!r}")
+        notch = float(notch)
+        if notch and self.size is not None and round(3 * notch) >= self.size:
+            raise ConfigError(f"{self.name}: a notch window of {notch} px needs images larger than "
+                              f"{round(3 * notch)} px; this model makes {self.size} px")
         if not guidance >= 0:  # also catches NaN
             raise ConfigError(f"{self.name}: guidance scale must be >= 0 (1 = plain conditional), not {guidance}")
         if guidance > 0 and self.config["label_dropout"] == 0 and guidance != 1:
@@ -187,11 +191,11 @@ class DDPM(SteppedGAN):
         if not 1 <= steps <= total:
             raise ConfigError(f"{self.name}: DDIM steps must be between 1 and the model's {total} "
                               f"training diffusion steps, not {steps}")
-        return guidance, steps, shift_grid
+        return guidance, steps, notch
 
     def check_sample_options(self, **options: Any) -> None:
         super().check_sample_options(**options)
-        self.sampling_settings(options.get("guidance"), options.get("steps"), options.get("shift_grid"))
+        self.sampling_settings(options.get("guidance"), options.get("steps"), options.get("notch"))
 
     def downsampling(self) -> int:
         """How many times the U-Net halves the image (patching included)."""
@@ -292,55 +296,38 @@ class DDPM(SteppedGAN):
         ddim.timesteps = torch.arange(steps - 1, -1, -1) * (total // steps)
         return ddim
 
-    def _grid_offsets(self, step_index: int) -> tuple[int, int]:
-        """(dy, dx) of DDIM step ``step_index`` under shift_grid: every offset in the patch grid in turn."""
-        patch = int(self.config["patch"])
-        k = step_index % (patch * patch)
-        return k // patch, (k % patch + k // patch) % patch  # for patch 2: (0,0), (0,1), (1,1), (1,0)
-
-    def _denoise(self, net: nn.Module, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor,
-                 offset: tuple[int, int]) -> torch.Tensor:
-        """The network's output for ``x``, computed with the image moved by ``offset`` against the patch grid."""
-        dy, dx = offset
-        if not dy and not dx:
-            return net(x, t, labels)
-        # Pad by one whole downsampling factor so the U-Net still divides evenly; the image starts at (dy, dx).
-        factor = self.downsampling()
-        padded = F.pad(x, (dx, factor - dx, dy, factor - dy), mode="reflect")
-        return net(padded, t, labels)[..., dy:dy + self.size, dx:dx + self.size]
-
     @torch.no_grad()
     def generate(self, z: torch.Tensor, labels: torch.Tensor, guidance: float | None = None,
-                 steps: int | None = None, shift_grid: bool | None = None) -> torch.Tensor:
+                 steps: int | None = None, notch: float | None = None) -> torch.Tensor:
         """DDIM from the noise ``z`` (N×C*H*W) with classifier-free guidance; images in [-1, 1]."""
-        guidance, steps, shift_grid = self.sampling_settings(guidance, steps, shift_grid)
+        guidance, steps, notch = self.sampling_settings(guidance, steps, notch)
         net, n = self.ema, len(z)
         x = z.view(n, self.channels, self.size, self.size).to(self.device)
         labels = labels.to(self.device)
         null = torch.full_like(labels, len(self.classes))
         ddim = self._ddim(steps)
-        for k, t in enumerate(ddim.timesteps.tolist()):
-            offset = self._grid_offsets(k) if shift_grid else (0, 0)
+        for t in ddim.timesteps.tolist():
             tt = torch.full((n,), t, dtype=torch.long, device=self.device)
             if guidance == 1:
-                out = self._denoise(net, x, tt, labels, offset)
+                out = net(x, tt, labels)
             elif guidance == 0:
-                out = self._denoise(net, x, tt, null, offset)
+                out = net(x, tt, null)
             else:
-                both = self._denoise(net, torch.cat([x, x]), torch.cat([tt, tt]), torch.cat([labels, null]), offset)
-                cond, uncond = both.chunk(2)
+                cond, uncond = net(torch.cat([x, x]), torch.cat([tt, tt]), torch.cat([labels, null])).chunk(2)
                 out = uncond + guidance * (cond - uncond)
             x, _ = ddim.step(out, t, x)
+        if notch:
+            x = nyquist_notch(x, notch)
         return x.clamp(-1, 1)
 
     @torch.no_grad()
     def sample(self, n: int, class_name: str, seed: int = 0, batch_size: int = 64, guidance: float | None = None,
-               steps: int | None = None, shift_grid: bool | None = None) -> torch.Tensor:
-        """As :meth:`SteppedGAN.sample`, plus the guidance scale, the number of DDIM steps and shift_grid.
+               steps: int | None = None, notch: float | None = None) -> torch.Tensor:
+        """As :meth:`SteppedGAN.sample`, plus the guidance scale, the number of DDIM steps and the notch filter.
 
         ``sample(0, ...)`` only checks the settings (bad ones raise ConfigError before any work).
         """
-        guidance, steps, shift_grid = self.sampling_settings(guidance, steps, shift_grid)
+        guidance, steps, notch = self.sampling_settings(guidance, steps, notch)
         self.class_index(class_name)
         return super().sample(n, class_name, seed=seed, batch_size=batch_size, guidance=guidance, steps=steps,
-                              shift_grid=shift_grid)
+                              notch=notch)

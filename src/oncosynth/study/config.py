@@ -152,7 +152,7 @@ class SyntheticSource(Strict):
     classes: list[str] | None = Field(None, description="classes that receive synthetic images (default all)")
     balance: bool = Field(False, description="add only enough images to bring each class up to the largest")
     sample: dict = Field(default_factory=dict, description="options for the generator's sample(), e.g. DDPM's "
-                                                           "{guidance: 4, steps: 25, shift_grid: true}: arms that "
+                                                           "{guidance: 4, steps: 25, notch: 2.5}: arms that "
                                                            "sample one trained generator differently share it")
 
     @model_validator(mode="after")
