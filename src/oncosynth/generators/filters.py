@@ -4,7 +4,8 @@
 frequency an image can hold) and keeps the rest. A 2x2-patched diffusion U-Net trained on a CPU
 budget leaves such a pattern at 16x the amplitude real CBIS-DDSM patches carry there
 (``metrics.artefacts.period2_amplitude``), while real patches hold almost nothing at that frequency,
-so removing it changes real images little (0.45 grey levels on average at sigma 2.5, bench/RESULTS.md).
+so removing it changes real images little (0.23 grey levels on average at sigma 2.5 over 400
+training patches, bench/results/notch-window.json).
 
 The filter subtracts, along each axis in turn, a band around the Nyquist frequency: the image
 convolved with (-1)^n times a Gaussian window of ``sigma`` pixels (unit gain at Nyquist, a band
