@@ -139,6 +139,18 @@ def prepare(config: StudyConfig, progress: bool = True) -> Prepared:
                     val, tests, fraction_index, synthetic, data_hash, leakage)
 
 
+def _check_sample_options(arm: ArmConfig, generator) -> None:
+    """The arm's ``sample:`` options, checked before anything trains (any object with ``sample`` may serve
+    as a generator; one without ``check_sample_options`` takes no options)."""
+    options = arm.synthetic.sample
+    if not options:
+        return
+    check = getattr(generator, "check_sample_options", None)
+    if check is None:
+        raise ConfigError(f"arm '{arm.name}': its generator takes no sampling options, got {sorted(options)}")
+    check(**options)
+
+
 def _prepare_synthetic(arm: ArmConfig, classes: list[str], size: int, channels: int, progress: bool):
     source = arm.synthetic
     assert source is not None
@@ -148,13 +160,13 @@ def _prepare_synthetic(arm: ArmConfig, classes: list[str], size: int, channels: 
     if source.train is not None:  # trained per cell later; check the method and its options now
         from oncosynth.generators import create_generator
 
-        create_generator(source.train.method, **source.train.options).check_sample_options(**source.sample)
+        _check_sample_options(arm, create_generator(source.train.method, **source.train.options))
         return {"train": source.train}
     if source.generator is not None:
         from oncosynth.generators import load_generator
 
         generator = load_generator(source.generator)
-        generator.check_sample_options(**source.sample)
+        _check_sample_options(arm, generator)
         missing = [c for c in (source.classes or generator.classes) if c not in generator.classes]
         if missing:
             raise ConfigError(f"arm '{arm.name}': generator {source.generator} cannot make class(es) {missing} "
