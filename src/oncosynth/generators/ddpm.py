@@ -47,7 +47,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from oncosynth.errors import ConfigError
-from oncosynth.generators.filters import nyquist_notch
+from oncosynth.generators.filters import notch_radius, nyquist_notch
 from oncosynth.generators.gan import SteppedGAN
 from oncosynth.generators.registry import register_generator
 
@@ -179,9 +179,9 @@ class DDPM(SteppedGAN):
             raise ConfigError(f"{self.name}: notch is the notch filter's window in pixels, from 0 (off) to 8, "
                               f"not {notch!r}")
         notch = float(notch)
-        if notch and self.size is not None and round(3 * notch) >= self.size:
+        if notch and self.size is not None and notch_radius(notch) >= self.size:
             raise ConfigError(f"{self.name}: a notch window of {notch} px needs images larger than "
-                              f"{round(3 * notch)} px; this model makes {self.size} px")
+                              f"{notch_radius(notch)} px; this model makes {self.size} px")
         if not guidance >= 0:  # also catches NaN
             raise ConfigError(f"{self.name}: guidance scale must be >= 0 (1 = plain conditional), not {guidance}")
         if guidance > 0 and self.config["label_dropout"] == 0 and guidance != 1:

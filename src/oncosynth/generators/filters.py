@@ -19,8 +19,13 @@ import torch
 import torch.nn.functional as F
 
 
+def notch_radius(sigma: float) -> int:
+    """Half-width of the filter's kernel (3 sigma); images must be larger than this (reflected borders)."""
+    return max(1, int(round(3 * sigma)))
+
+
 def _nyquist_band(sigma: float, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    radius = max(1, int(round(3 * sigma)))
+    radius = notch_radius(sigma)
     n = torch.arange(-radius, radius + 1, device=device, dtype=dtype)
     window = torch.exp(-n**2 / (2 * sigma**2))
     return (1 - 2 * (n.abs() % 2)) * window / window.sum()

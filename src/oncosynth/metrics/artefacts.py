@@ -21,6 +21,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+WINDOW = 8  # tile size (px); an image needs WINDOW + 2 pixels (the [-1, 2, -1] filter's margin)
+
 
 def _second_difference(x: torch.Tensor, dim: int) -> torch.Tensor:
     """[-1, 2, -1] / 4 along ``dim`` ('valid'): a period-2 pattern passes unchanged, a linear ramp gives 0."""
@@ -39,7 +41,7 @@ def _tile_correlation(x: torch.Tensor, row_sign: bool, col_sign: bool, window: i
     return F.avg_pool2d(x * sign, window)
 
 
-def period2_amplitude(images: torch.Tensor, window: int = 8) -> float:
+def period2_amplitude(images: torch.Tensor, window: int = WINDOW) -> float:
     """RMS amplitude (grey levels) of period-2 patterns in ``window``-pixel tiles of N×C×H×W images
     (floats in [0, 1] or uint8)."""
     if images.ndim != 4:

@@ -232,7 +232,7 @@ def evaluate(real: Any, synthetic: Any, train: Any = None, feature_net: Any = DE
             d_r = diversity.mean_pairwise_ms_ssim(real_set.images[ri], diversity_pairs, seed)
         row.update({"ms_ssim_synthetic": d_s["ms_ssim"], "ms_ssim_real": d_r["ms_ssim"],
                     "ms_ssim_levels": d_s["levels"]})
-        if size >= 10:  # an 8-px tile and its 1-px margin
+        if size >= artefacts.WINDOW + 2:  # one tile and the filter's 1-px margin on each side
             with timer("period2"):
                 row.update({"period2_synthetic": artefacts.period2_amplitude(synth_set.images[si]),
                             "period2_real": artefacts.period2_amplitude(real_set.images[ri])})
