@@ -281,3 +281,35 @@ def test_a_study_refuses_a_backbone_that_saw_held_out_images(phantom, tmp_path):
     leaky = pretrain(tiny(steps=1), tmp_path / "leaky", data=phantom, extra_unlabelled=[extra_test], progress=False)
     with pytest.raises(LeakError, match="model.pretrained .* 3 image\\(s\\) named like the held-out 'test' set"):
         prepare(_study_config(phantom, leaky), progress=False)
+
+
+def test_a_study_refuses_a_backbone_that_saw_its_external_test_set_in_class_folders(phantom, tmp_path):
+    """An external set with class folders: its patient ids are not file names, so only the image
+    names recorded per source can show that the backbone saw it (the case of pretraining on another
+    hospital's unlabelled images and then testing on them)."""
+    from oncosynth.study.config import parse_config
+    from oncosynth.study.inputs import prepare
+    from oncosynth.study.provenance import LeakError
+
+    external, other_half = tmp_path / "hospital-b", tmp_path / "hospital-b-other"
+    for index, path in enumerate(sorted(phantom.glob("test/*/*.png"))[:8]):
+        half = external if index % 2 == 0 else other_half
+        benign = int(path.parent.name == "benign")
+        folder = "is_benign_true" if benign else "is_benign_false"  # the CBIS-DDSM layout: patient id inside the name
+        target = half / folder / f"patientb__{index // 2}_image{index}_mass{index}_is_benign_{benign}.png"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(path.read_bytes())
+
+    def config(run: Path, test_folder: Path):
+        return parse_config({"name": "t", "data": {"path": str(phantom), "size": SIZE, "channels": 1},
+                             "external_tests": [{"name": "b", "path": str(test_folder), "split": None}],
+                             "model": {"backbone": "resnet10t", "pretrained": str(run)},
+                             "train": {"epochs": 1}, "arms": [{"name": "real", "kind": "real"}],
+                             "fractions": [1.0], "seeds": [0]})
+
+    run = pretrain(tiny(steps=1), tmp_path / "run", data=phantom, extra_unlabelled=[external], progress=False)
+    sources = json.loads((run / "manifest.json").read_text())["sources"]
+    assert sorted(sources[1]["image_names"]) == sorted(p.name for p in external.rglob("*.png"))
+    with pytest.raises(LeakError, match="4 image\\(s\\) named like the held-out 'b' set"):
+        prepare(config(run, external), progress=False)
+    prepare(config(run, other_half), progress=False)  # the half it did not see: accepted

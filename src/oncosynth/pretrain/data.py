@@ -17,6 +17,7 @@ import torch
 
 from oncosynth.data import Dataset, Record, cached_tensors, load_dataset
 from oncosynth.data.decode import IMAGE_SUFFIXES
+from oncosynth.data.lineage import image_name
 from oncosynth.data.phantom import PhantomConfig, make_phantom
 from oncosynth.errors import DataError
 
@@ -56,8 +57,11 @@ def _training_part(dataset: Dataset) -> tuple[Dataset, str]:
 
 
 def _describe(dataset: Dataset, role: str, images: int) -> dict:
+    # Image names as well as patients: a study matches sources from other data sets (an external
+    # test set among them) by name, since their patient ids are not file names.
     return {"path": dataset.root, "role": role, "images": images,
             "patients": sorted({r.patient for r in dataset.records}),
+            "image_names": sorted(image_name(r.uid) for r in dataset.records),
             "data_hash": dataset.identity()}  # names and labels, not file times: a re-synced copy resumes
 
 

@@ -179,22 +179,29 @@ def check_backbone_held_out(run: Path, data_root: str, study_records: list[Any],
     """Refuse a pretrained backbone (``oncosynth pretrain``) that learned from held-out images.
 
     Sources from the study's own data set are matched by patient id; every other source (an
-    unlabelled folder, another data set) by file stem, since patient ids of other sets may collide.
+    unlabelled folder, another data set such as an external test set) by image name, since patient
+    ids of other sets may collide. Runs written before sources listed their image names fall back
+    to matching patient ids with file stems, which holds for flat folders only.
     Weights that are not a pretrain run (timm, a plain file) carry no record and pass.
     """
     manifest = read_manifest_file(run / "manifest.json") if run.is_dir() else None
     if not manifest or manifest.get("kind") != "pretrained-backbone":
         return
-    own, patients, stems = Path(data_root).resolve(), set(), set()
+    own, patients, names, stems = Path(data_root).resolve(), set(), set(), set()
     for source in manifest.get("sources", []):
         path = source.get("path", "")
-        same_set = bool(path) and Path(path).resolve() == own
-        (patients if same_set else stems).update(source.get("patients", []))
+        if bool(path) and Path(path).resolve() == own:
+            patients.update(source.get("patients", []))
+        elif "image_names" in source:
+            names.update(source["image_names"])
+        else:
+            stems.update(source.get("patients", []))
     what = f"model.pretrained ({run})"
     if patients:
         check_held_out(TrainingData(patients=patients), study_records, held_out, what, same_patients)
     for name, records in held_out.items():
-        hits = sorted(stems & {Path(image_name(r.uid)).stem for r in records})
+        hits = sorted(names & {image_name(r.uid) for r in records}) + \
+            sorted(stems & {Path(image_name(r.uid)).stem for r in records})
         if hits:
             raise LeakError(f"{what} was trained on {len(hits)} image(s) named like the held-out '{name}' set "
                             f"(e.g. {hits[0]}); a backbone that saw validation or test data cannot be used "
