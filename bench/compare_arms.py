@@ -23,7 +23,7 @@ import oncosynth.study.stats as stats
 from oncosynth.study.cells import MARKER, read_marker, read_prediction_uids, read_predictions
 
 
-def _cells(out: Path, arm: str, epsilon: float | None = None) -> dict[tuple[float, int], Path]:
+def finished_cells(out: Path, arm: str, epsilon: float | None = None) -> dict[tuple[float, int], Path]:
     """(fraction, seed) -> cell folder of the arm's finished cells at this ε (None: without DP), from each
     cell's own record."""
     found = {}
@@ -37,7 +37,7 @@ def _cells(out: Path, arm: str, epsilon: float | None = None) -> dict[tuple[floa
 def compare(out: Path, arm_a: str, arm_b: str, resamples: int = 1000, out_b: Path | None = None,
             epsilon: float | None = None) -> list[dict]:
     out_b = out if out_b is None else out_b
-    a, b = _cells(out, arm_a, epsilon), _cells(out_b, arm_b, epsilon)
+    a, b = finished_cells(out, arm_a, epsilon), finished_cells(out_b, arm_b, epsilon)
     if not a or not b:
         raise SystemExit(f"{out if not a else out_b}: no finished cells of arm '{arm_a if not a else arm_b}'")
     first = next(iter(a.values()))

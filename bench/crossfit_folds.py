@@ -34,6 +34,8 @@ from oncosynth.classifiers.scores import auroc
 from oncosynth.data import load_dataset
 from oncosynth.study.cells import MARKER, read_marker
 
+from compare_arms import finished_cells  # bench/ is on the path when this file runs as a script
+
 
 def split(data: Path, out: Path, folds: int, seed: int) -> None:
     dataset = load_dataset(data)
@@ -55,13 +57,11 @@ def split(data: Path, out: Path, folds: int, seed: int) -> None:
 
 
 def _cells(study: Path) -> dict[int, Path]:
-    """seed -> the study's finished cell of arm `real` (non-DP)."""
-    found = {}
-    for folder in sorted((study / "cells").iterdir()):
-        record = read_marker(folder / MARKER)
-        if record is not None and record["arm"] == "real" and record["epsilon"] is None:
-            found[record["seed"]] = folder
-    return found
+    """seed -> the study's finished cell of arm `real` (non-DP), at its one fraction."""
+    cells = finished_cells(study, "real")
+    if len({fraction for fraction, _ in cells}) > 1:
+        raise SystemExit(f"{study}: `real` cells at several fractions; cross-fitting merges one study of one fraction")
+    return {seed: folder for (_, seed), folder in cells.items()}
 
 
 def _rows(path: Path) -> tuple[list[str], list[list[str]]]:
@@ -84,8 +84,8 @@ def merge(fold_studies: list[Path], test: str, reference: Path, out: Path) -> di
     for seed in seeds:
         header, ref_rows = _rows(ref[seed] / f"predictions_{test}.csv")
         merged: dict[str, list[str]] = {}
-        for k, cells in enumerate(per_fold):
-            _, rows = _rows(cells[seed] / f"predictions_{test}.csv")
+        fold_rows = [_rows(cells[seed] / f"predictions_{test}.csv")[1] for cells in per_fold]
+        for rows in fold_rows:
             for row in rows:
                 name = Path(row[0]).name
                 if name in merged:
@@ -106,8 +106,7 @@ def merge(fold_studies: list[Path], test: str, reference: Path, out: Path) -> di
         record["crossfit"] = {"test": test, "fold_cells": [str(c[seed]) for c in per_fold]}
         (cell / MARKER).write_text(json.dumps(record, indent=1) + "\n")
         row = {"merged": _auroc(ordered), "reference": _auroc(ref_rows)}
-        for k, cells in enumerate(per_fold):
-            _, rows = _rows(cells[seed] / f"predictions_{test}.csv")
+        for k, (cells, rows) in enumerate(zip(per_fold, fold_rows)):
             row[f"fold{k}_alone"] = _auroc(rows)
             for split in ("val", "test"):
                 path = cells[seed] / f"predictions_{split}.csv"
