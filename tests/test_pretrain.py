@@ -279,6 +279,13 @@ def test_a_study_refuses_a_backbone_that_saw_held_out_images(phantom, tmp_path):
     for path in sorted(phantom.glob("test/*/*.png"))[:3]:
         (extra_test / path.name).write_bytes(path.read_bytes())
     leaky = pretrain(tiny(steps=1), tmp_path / "leaky", data=phantom, extra_unlabelled=[extra_test], progress=False)
+    with pytest.raises(LeakError, match="model.pretrained .* 3 image\\(s\\) of the held-out 'test' set"):
+        prepare(_study_config(phantom, leaky), progress=False)
+    # A run written before sources listed their image names: patient ids are matched with file stems.
+    manifest = json.loads((leaky / "manifest.json").read_text())
+    for source in manifest["sources"]:
+        source.pop("image_names", None)
+    (leaky / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(LeakError, match="model.pretrained .* 3 image\\(s\\) named like the held-out 'test' set"):
         prepare(_study_config(phantom, leaky), progress=False)
 
@@ -310,6 +317,6 @@ def test_a_study_refuses_a_backbone_that_saw_its_external_test_set_in_class_fold
     run = pretrain(tiny(steps=1), tmp_path / "run", data=phantom, extra_unlabelled=[external], progress=False)
     sources = json.loads((run / "manifest.json").read_text())["sources"]
     assert sorted(sources[1]["image_names"]) == sorted(p.name for p in external.rglob("*.png"))
-    with pytest.raises(LeakError, match="4 image\\(s\\) named like the held-out 'b' set"):
+    with pytest.raises(LeakError, match="4 image\\(s\\) of the held-out 'b' set"):
         prepare(config(run, external), progress=False)
     prepare(config(run, other_half), progress=False)  # the half it did not see: accepted

@@ -197,11 +197,11 @@ def check_backbone_held_out(run: Path, data_root: str, study_records: list[Any],
         else:
             stems.update(source.get("patients", []))
     what = f"model.pretrained ({run})"
-    if patients:
-        check_held_out(TrainingData(patients=patients), study_records, held_out, what, same_patients)
-    for name, records in held_out.items():
-        hits = sorted(names & {image_name(r.uid) for r in records}) + \
-            sorted(stems & {Path(image_name(r.uid)).stem for r in records})
+    seen = TrainingData(patients=patients or None, images=names or None)
+    if not seen.empty:
+        check_held_out(seen, study_records, held_out, what, same_patients)
+    for name, records in held_out.items():  # runs written before sources listed image names
+        hits = sorted(stems & {Path(image_name(r.uid)).stem for r in records})
         if hits:
             raise LeakError(f"{what} was trained on {len(hits)} image(s) named like the held-out '{name}' set "
                             f"(e.g. {hits[0]}); a backbone that saw validation or test data cannot be used "
