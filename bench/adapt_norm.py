@@ -28,8 +28,10 @@ from oncosynth.classifiers import load_classifier, predict_proba
 from oncosynth.classifiers.adapt import adapt_batchnorm, cross_fitted_proba
 from oncosynth.data.cache import cached_tensors
 from oncosynth.data.loaders import load_dataset
-from oncosynth.study.cells import MARKER, read_marker, read_prediction_uids, read_predictions
+from oncosynth.study.cells import read_prediction_uids, read_predictions
 from oncosynth.study.inputs import positive_index
+
+from compare_arms import finished_cells  # bench/ is on the path when this file runs as a script
 
 MODES = ("none", "cross-fit", "transductive")
 
@@ -56,11 +58,7 @@ def score(study_out: Path, arms: list[str], folds: int, resamples: int) -> list[
     positive_class = config["data"]["positive_class"]
     rows = []
     for arm in arms:
-        cells = {}
-        for folder in sorted((study_out / "cells").iterdir()):
-            record = read_marker(folder / MARKER)
-            if record and record["arm"] == arm and record["epsilon"] is None and (folder / "model").is_dir():
-                cells[(record["fraction"], record["seed"])] = folder
+        cells = {key: folder for key, folder in finished_cells(study_out, arm).items() if (folder / "model").is_dir()}
         if not cells:
             raise SystemExit(f"{study_out}: no finished cell of arm '{arm}' with a saved model (save_models: true)")
         for fraction in sorted({f for f, _ in cells}):
