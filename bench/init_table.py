@@ -31,11 +31,13 @@ def _real_cells(out: Path, fraction: float) -> list[dict]:
 
 def _pretraining(out: Path) -> tuple[str, float | None]:
     manifest = json.loads((out / "results.json").read_text())["manifest"] if (out / "results.json").is_file() else {}
-    pretrained = manifest.get("config", {}).get("model", {}).get("pretrained")
+    model = manifest.get("config", {}).get("model", {})
+    pretrained = model.get("pretrained")
     cpu = None
     if pretrained and (Path(pretrained) / "config.json").is_file():
         cpu = json.loads((Path(pretrained) / "config.json").read_text()).get("cpu_seconds")
-    return initialisation_of(pretrained), (cpu / 60 if cpu else None)
+    frozen = ", frozen: only the head trains" if model.get("freeze_backbone") else ""
+    return initialisation_of(pretrained) + frozen, (cpu / 60 if cpu else None)
 
 
 def table(studies: dict[str, Path], fraction: float, pretrain_cpu: dict[str, float],
